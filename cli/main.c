@@ -1,0 +1,86 @@
+// gptoss: dispatch to subcommands. `gptoss-train CONFIG` (the symlink) is `gptoss train CONFIG`.
+#include "cli/cli.h"
+#include "core/core.h"
+
+#include <libgen.h>
+
+static const cli_command COMMANDS[] = {
+    {"train", cmd_train, "fine-tune with LoRA from a YAML config",
+     "usage: gptoss train CONFIG.yaml [--set section.key=value]... [--resume RUN_DIR] [--overwrite] [--dry-run]\n"
+     "       gptoss-train CONFIG.yaml ...\n\n"
+     "Resolves the config (defaults, --set overrides, validation), prints it as a table, saves it as\n"
+     "runs/NAME/config.resolved.yaml, loads the base model, attaches LoRA and trains.\n"
+     "  --set K=V     override one config key (same validation as the file), repeatable\n"
+     "  --resume DIR  continue a run from its last complete checkpoint\n"
+     "  --overwrite   allow reusing an existing run directory\n"
+     "  --dry-run     resolve and print the config, then exit\n"},
+    {"eval", cmd_eval, "mean next-token loss of a model (+adapter) on a dataset",
+     "usage: gptoss eval --model M [--adapter DIR] --data FILE [--device cpu|cuda] [--json]\n\n"
+     "Prints the token-weighted mean next-token loss over all target tokens (labels unshifted, -100 ignored).\n"},
+    {"chat", cmd_chat, "chat with a model (+adapter) in the Harmony format",
+     "usage: gptoss chat --model M [--adapter DIR] [--merge] [--prompt TEXT] [--reasoning low|medium|high]\n"
+     "       [--show-thinking] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device ...]\n"},
+    {"export", cmd_export, "export an adapter (PEFT format) or a merged model",
+     "usage: gptoss export --adapter RUN_DIR|DIR --out DIR [--merged --model M]\n"},
+    {"data", cmd_data, "render and tokenize a config's dataset; print statistics",
+     "usage: gptoss data CONFIG.yaml [--set K=V]... [--show N]\n"},
+    {"init-model", cmd_init_model, "write a random-weight GPT-OSS model in HF layout",
+     "usage: gptoss init-model --preset tiny|gpt-oss-20b [--layers N] [--quant mxfp4|nf4|bf16] [--seed S] --out DIR\n"},
+    {"bench", cmd_bench, "time training steps on synthetic data",
+     "usage: gptoss bench --model M [--batch B] [--seq T] [--lora-r R] [--targets all|attn] [--steps N] [--json]\n"},
+    {"version", cmd_version, "version, git commit, build type, CUDA and GPUs",
+     "usage: gptoss version\n"},
+};
+#define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "gptoss %s: LoRA fine-tuning and chat for GPT-OSS on one GPU\n\nusage: gptoss <command> [options]\n\n"
+               "commands:\n", gptoss_version());
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\n`gptoss <command> --help` describes each command.\n");
+}
+
+int cli_wants_help(const char *name, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            for (int c = 0; c < N_COMMANDS; c++)
+                if (!strcmp(COMMANDS[c].name, name)) fputs(COMMANDS[c].usage, stdout);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cli_not_implemented(const char *name, const char *note) {
+    fprintf(stderr, "gptoss %s: not implemented yet (%s)\n", name, note);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *self = basename(argv[0]);
+    if (!strcmp(self, "gptoss-train")) return cmd_train(argc - 1, argv + 1);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (int i = 0; i < N_COMMANDS; i++) {
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            if (cli_wants_help(COMMANDS[i].name, argc - 2, argv + 2)) return 0;
+            return COMMANDS[i].run(argc - 2, argv + 2);
+        }
+        size_t d = str_edit_distance(argv[1], COMMANDS[i].name);
+        if (d < best_d) best_d = d, best = COMMANDS[i].name;
+    }
+    fprintf(stderr, "gptoss: unknown command '%s'", argv[1]);
+    if (best && best_d <= 3) fprintf(stderr, " (did you mean '%s'?)", best);
+    fprintf(stderr, "\n\n");
+    usage(stderr);
+    return 2;
+}

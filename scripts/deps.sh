@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gptoss builds with, when missing. Used by the README's commands.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config git libyaml-dev libjansson-dev zlib1g-dev libpcre2-dev libedit-dev)
+[ "${GPTOSS_FUZZ_DEPS:-0}" = 1 ] && pkgs+=(clang libclang-rt-14-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "gptoss: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
