@@ -1,5 +1,6 @@
 // Build facts for `gptoss version` and the GPU list (through core/cuda_info.cu when CUDA is built).
 #include "core/core.h"
+#include "gitinfo.h" // generated in the build directory: GPTOSS_GIT_COMMIT
 
 const char *gptoss_version(void) { return GPTOSS_VERSION; }
 const char *gptoss_git_commit(void) { return GPTOSS_GIT_COMMIT; }
