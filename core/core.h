@@ -92,7 +92,8 @@ gt_status dtype_to_f32(dtype dt, const void *src, float *dst, size_t n, gt_error
 //
 // Reader: mmaps every file read-only and validates the header completely before anything is used:
 // header length sane and within the file, JSON well formed, dtype known, shape x dtype size equal to the
-// byte span, spans inside the data area and not overlapping, __metadata__ values strings only.
+// byte span, spans inside the data area and not overlapping, __metadata__ values strings only; a sharded
+// checkpoint's index.json and its shards must agree, and a name may occur in one shard only.
 // A path may be a .safetensors file, a model.safetensors.index.json, or a directory holding either
 // (model.safetensors.index.json preferred, else model.safetensors, else the single *.safetensors file).
 #define ST_MAX_DIMS 8
@@ -131,8 +132,10 @@ const st_tensor *safetensors_find(const safetensors *st, const char *name); // N
 gt_status safetensors_parse(safetensors *st, const uint8_t *buf, size_t len, int file_index,
                             const char *what, gt_error *err);
 
-// Writer: tensors in the given order, metadata {"format": "pt"} plus optional extra string pairs;
-// written to PATH.tmp, fsynced, renamed over PATH, directory fsynced.
+// Writer: metadata {"format": "pt"} plus n_meta extra pairs (meta_kv = key0, value0, key1, ...); the data
+// laid out as Python's safetensors lays it out (by dtype, larger first, then by name), so every tensor is
+// aligned to its element size; written to a temporary name, fsynced, renamed over PATH, directory
+// fsynced (a failure leaves any old PATH as it was). Bad names/shapes return GT_EINVAL.
 typedef struct st_write_tensor {
     const char *name;
     dtype dtype;
@@ -156,6 +159,13 @@ gt_status hfcache_resolve(const char *name_or_path, hf_repo_kind kind, const cha
 // Files
 gt_status fs_read_file(const char *path, char **data, size_t *len, gt_error *err); // NUL-terminated
 gt_status fs_write_atomic(const char *path, const void *data, size_t len, gt_error *err);
+// The concatenation of n parts, written the same way (temporary name, fsync, rename, fsync the directory);
+// lets large files (safetensors) be written without first copying them into one buffer.
+typedef struct fs_part {
+    const void *data;
+    size_t len;
+} fs_part;
+gt_status fs_write_atomic_parts(const char *path, const fs_part *parts, int n, gt_error *err);
 gt_status fs_mkdirs(const char *path, gt_error *err); // mkdir -p
 int fs_exists(const char *path);
 int fs_is_dir(const char *path);

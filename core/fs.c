@@ -1,5 +1,5 @@
-// File-system helpers: whole-file read, atomic write (temporary name, fsync, rename, fsync the
-// directory), mkdir -p, path joins. Every failure names the path and the system's reason.
+// File-system helpers: whole-file read, atomic write of one buffer or of several parts (temporary name,
+// fsync, rename, fsync the directory), mkdir -p, path joins. Every failure names the path and the system's reason.
 #include "core/core.h"
 
 #include <errno.h>
@@ -40,7 +40,7 @@ gt_status fs_fsync_dir(const char *dir, gt_error *err) {
     return GT_OK;
 }
 
-gt_status fs_write_atomic(const char *path, const void *data, size_t len, gt_error *err) {
+gt_status fs_write_atomic_parts(const char *path, const fs_part *parts, int n, gt_error *err) {
     char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
@@ -48,21 +48,23 @@ gt_status fs_write_atomic(const char *path, const void *data, size_t len, gt_err
         free(tmp);
         return st;
     }
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            gt_fail(err, GT_EIO, "%s: write failed: %s (disk full?); the previous %s is unchanged", tmp,
-                    w < 0 ? strerror(errno) : "no progress", path);
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return GT_EIO;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = parts[i].data;
+        size_t left = parts[i].len;
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                gt_fail(err, GT_EIO, "%s: write failed: %s (disk full?); the previous %s is unchanged", tmp,
+                        w < 0 ? strerror(errno) : "no progress", path);
+                close(fd);
+                unlink(tmp);
+                free(tmp);
+                return GT_EIO;
+            }
+            p += w;
+            left -= (size_t)w;
         }
-        p += w;
-        left -= (size_t)w;
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         gt_fail(err, GT_EIO, "%s: fsync failed: %s; the previous %s is unchanged", tmp, strerror(errno), path);
@@ -81,6 +83,11 @@ gt_status fs_write_atomic(const char *path, const void *data, size_t len, gt_err
     gt_status st = fs_fsync_dir(dirname(dcopy), err);
     free(dcopy);
     return st;
+}
+
+gt_status fs_write_atomic(const char *path, const void *data, size_t len, gt_error *err) {
+    fs_part part = {data, len};
+    return fs_write_atomic_parts(path, &part, 1, err);
 }
 
 gt_status fs_mkdirs(const char *path, gt_error *err) {
