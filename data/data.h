@@ -51,4 +51,189 @@ size_t tokenizer_stream_push(tokenizer_stream *s, int32_t id, char *out, size_t 
 // Flushes what is left (an incomplete sequence is emitted as U+FFFD).
 size_t tokenizer_stream_flush(tokenizer_stream *s, char *out, size_t out_size);
 
+// ===================================================================================================
+// Harmony render, dataset readers, loss masks, packing, token cache (data/harmony.c, data/dataset.c,
+// data/pack.c, data/token_cache.c, data/pipeline.c).
+
+// ---------------------------------------------------------------------------------------------------
+// Harmony render (data/harmony.c): GPT-OSS's HF chat_template.jinja, byte for byte, for conversations
+// without tools. The text goes out with the byte spans of the special tokens the template wrote (only
+// those become special ids: the same strings inside message text are encoded as ordinary text) and the
+// byte spans that are trained under train_on.
+typedef enum harmony_variant {
+    HARMONY_VARIANT_HF,      // chat_template.jinja: "# Instructions\n\n{developer}\n\n<|end|>"
+    HARMONY_VARIANT_HARMONY, // OpenAI's harmony renderer: no "\n\n" before the developer <|end|>
+} harmony_variant;
+
+typedef enum harmony_train_on {
+    HARMONY_TRAIN_ASSISTANT, // the last assistant turn: thinking + <|end|>, content + <|return|>
+    HARMONY_TRAIN_FINAL,     // the last assistant turn's content + <|return|> only
+    HARMONY_TRAIN_ALL,       // every token
+} harmony_train_on;
+
+typedef struct harmony_options {
+    const char *reasoning_effort; // "low" | "medium" | "high"; NULL = "medium"
+    const char *model_identity;   // NULL = "You are ChatGPT, a large language model trained by OpenAI."
+    const char *date;             // "YYYY-MM-DD" (pin it: tokens change with it); NULL = today, local time
+    harmony_variant variant;
+    harmony_train_on train_on;
+} harmony_options;
+void harmony_options_defaults(harmony_options *o); // medium, default identity, date NULL, HF, assistant
+// Checks effort, date format and that no field holds a special-token string. Names the bad field.
+gt_status harmony_options_check(const harmony_options *o, gt_error *err);
+
+typedef enum chat_role { CHAT_SYSTEM, CHAT_DEVELOPER, CHAT_USER, CHAT_ASSISTANT } chat_role;
+typedef struct chat_message {
+    chat_role role;
+    const char *content;  // never NULL
+    const char *thinking; // assistant only; NULL = absent ("" renders an empty analysis message)
+} chat_message;
+
+typedef struct harmony_span {
+    size_t begin, end; // [begin, end) bytes of harmony_text.text
+} harmony_span;
+
+typedef struct harmony_text {
+    char *text; // NUL-terminated
+    size_t len;
+    harmony_span *specials; // the special tokens the template wrote, in order
+    int n_specials;
+    harmony_span *trained; // sorted, disjoint, adjacent ones merged; empty with a generation prompt
+    int n_trained;
+} harmony_text;
+
+// Renders msgs as the template does with add_generation_prompt = gen_prompt: a leading system or
+// developer message becomes the developer instructions, the last assistant turn (training) carries its
+// thinking in the analysis channel and ends with <|return|>, earlier ones are final-channel messages
+// ending <|end|>; gen_prompt appends "<|start|>assistant". Errors: a system/developer message after the
+// first, assistant text holding "<|channel|>analysis<|message|>"/"<|channel|>final<|message|>" (the
+// template's own exceptions), thinking on a non-assistant message.
+gt_status harmony_render(const chat_message *msgs, int n, const harmony_options *o, int gen_prompt,
+                         harmony_text *out, gt_error *err);
+void harmony_text_free(harmony_text *t);
+// Tokenizes a render: template special tokens become their single ids, every run of text between them
+// is encoded as ordinary text (specials not allowed). Appends to ids, and to labels the id of each
+// token that lies in a trained span or -1 (HF labels, unshifted).
+gt_status harmony_tokenize(const tokenizer *tok, const harmony_text *t, token_buf *ids, token_buf *labels,
+                           gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Options of the data pipeline. trainer/ maps its YAML config onto this; data/ never sees the YAML.
+typedef enum data_format {
+    DATA_FORMAT_AUTO,     // per row: "input_ids" -> tokens, "messages" -> messages, else columns
+    DATA_FORMAT_MESSAGES, // {"messages": [{"role", "content", "thinking"?}...]} (+ any other columns)
+    DATA_FORMAT_COLUMNS,  // flat rows through the column mapping
+    DATA_FORMAT_TOKENS,   // {"input_ids": [...], "labels"?: [...]} (labels unshifted, -100 ignored)
+} data_format;
+typedef enum data_bad_row { DATA_BAD_ROW_ERROR, DATA_BAD_ROW_SKIP } data_bad_row;
+typedef enum data_overlong { DATA_OVERLONG_TRUNCATE, DATA_OVERLONG_DROP } data_overlong;
+
+typedef struct data_columns {   // column names; NULL = the default in brackets; "" = no such column
+    const char *messages; // the conversation of a messages row ["messages"]
+    const char *system;   // flat rows: optional developer instructions ["developer"]
+    const char *user;     // flat rows: required ["user"]
+    const char *thinking; // flat rows: optional ["analysis"]
+    const char *answer;   // flat rows: required ["final"]
+} data_columns;            // (the defaults are HuggingFaceH4/Multilingual-Thinking's columns)
+
+typedef struct data_options {
+    const char *const *train_files; // JSONL or JSONL.gz (gzip detected from the bytes)
+    int n_train_files;
+    const char *const *val_files; // validation by file; when none, val_fraction of the train documents
+    int n_val_files;
+    double val_fraction;          // [0, 1)
+    const char *tokenizer_path;   // tokenizer.json
+    data_format format;
+    data_columns columns;
+    harmony_options harmony;
+    int max_seq_len;              // tokens per packed row
+    int packing;                  // 1: several documents per row; 0: one document per row (padded)
+    data_overlong overlong;       // a document longer than max_seq_len
+    data_bad_row on_bad_row;
+    uint64_t max_rows;            // read at most this many rows of the training files; 0 = all
+    int shuffle;                  // 0: documents in file order, rows in the same order every epoch
+    uint64_t seed;                // document split, packing order and each epoch's row order
+    const char *cache_dir;        // token cache folder (created); NULL = no cache
+} data_options;
+void data_options_defaults(data_options *o); // auto, 2048, packing, truncate, error, shuffle, seed 0
+gt_status data_options_check(const data_options *o, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Rows -> documents (data/dataset.c). A document is one row's tokens and its loss mask.
+typedef struct data_docs {
+    size_t n_docs, n_tokens;
+    uint32_t *tokens;   // (n_tokens) all documents back to back
+    uint8_t *mask;      // (n_tokens) 1 = trained: the prediction of this token counts in the loss
+    uint64_t *offsets;  // (n_docs + 1) document d is tokens[offsets[d] .. offsets[d+1])
+    uint32_t *src_file; // (n_docs) index into files
+    uint32_t *src_line; // (n_docs) 1-based line in that file
+    char **files;       // (n_files) the paths read, in order
+    int n_files;
+    uint64_t rows_read, rows_skipped; // skipped: bad rows under on_bad_row = skip
+    size_t cap_docs, cap_tokens;
+} data_docs;
+void data_docs_free(data_docs *d);
+// Appends one document; labels are HF labels (id or -1/-100 for not trained).
+void data_docs_push(data_docs *d, const int32_t *ids, const int32_t *labels, size_t n, uint32_t file,
+                    uint32_t line);
+
+// Parses one JSONL row into ids/labels (appended). `where` ("file:line") prefixes every message; a
+// bad row returns GT_EFORMAT naming the field and the fix. The unit the fuzz target drives.
+gt_status data_row_tokenize(const char *line, size_t len, const data_options *o, const tokenizer *tok,
+                            const char *where, token_buf *ids, token_buf *labels, gt_error *err);
+// Reads JSONL / JSONL.gz files into documents (appended; bad rows: error, or skipped and counted, per
+// options). Stops after max_rows rows in all (out->rows_read counts them; 0 = no limit).
+gt_status data_read_files(const char *const *paths, int n, const data_options *o, const tokenizer *tok,
+                          uint64_t max_rows, data_docs *out, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Packing (data/pack.c). A row is up to max_seq_len tokens taken from whole documents (best fit, longest
+// first); a longer document is truncated to max_seq_len or dropped. Without packing each row holds one.
+typedef struct data_pack {
+    size_t n_rows;
+    uint64_t *row_start;     // (n_rows + 1) row r holds items row_start[r] .. row_start[r+1]
+    uint32_t *item_doc;      // document of each item
+    uint32_t *item_len;      // tokens taken from its start (< the document's length when truncated)
+    uint32_t *row_len;       // (n_rows) tokens in the row
+    size_t n_docs, truncated, dropped; // documents placed, cut, left out
+    uint64_t tokens, trained, max_row_len;
+} data_pack;
+// Packs documents doc_idx[0..n) per o's max_seq_len, packing, overlong, shuffle and seed.
+gt_status data_pack_build(const data_docs *docs, const uint32_t *doc_idx, size_t n, const data_options *o,
+                          data_pack *out, gt_error *err);
+void data_pack_free(data_pack *p);
+// Writes row r as T positions (the model_batch layout): ids, pos (restarting at 0 in each document),
+// doc (0, 1, ... within the row, non-decreasing), targets (next token when it is in the same document
+// and trained, else -1). Positions past the row's tokens are padding: pad_id, pos 0.., its own doc
+// index, target -1. T >= row_len. Returns the tokens that are not padding.
+int data_pack_row(const data_pack *p, const data_docs *docs, size_t r, int T, int32_t pad_id, int32_t *ids,
+                  int32_t *pos, int32_t *doc, int32_t *targets);
+// The order of rows in an epoch: a permutation of 0..n_rows-1, a function of (o->seed, epoch) only;
+// the identity when o->shuffle is 0.
+void data_epoch_order(const data_options *o, size_t n_rows, uint64_t epoch, uint32_t *perm);
+// Fisher-Yates shuffle of a[0..n) driven by splitmix64(seed): the same seed gives the same order anywhere.
+void data_shuffle(uint32_t *a, size_t n, uint64_t seed);
+
+// ---------------------------------------------------------------------------------------------------
+// Token cache (data/token_cache.c): the documents in one binary file (magic, version, sizes checked,
+// written atomically), named by a hash of the data files' bytes, the tokenizer file and every option
+// that changes tokens (format, columns, harmony options, on_bad_row).
+gt_status token_cache_key(const data_options *o, const char *const *paths, int n, uint64_t *key,
+                          gt_error *err);
+gt_status token_cache_write(const char *path, uint64_t key, const data_docs *d, gt_error *err);
+// GT_ENOTFOUND when absent; GT_EFORMAT (with the reason) for a damaged or foreign file.
+gt_status token_cache_read(const char *path, uint64_t key, data_docs *d, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// The whole pipeline (data/pipeline.c): read or reuse the token cache, split train/validation, pack.
+typedef struct data_set {
+    data_docs docs;          // train files' documents, then val files' documents
+    data_pack train, val;
+    int cache_hit;           // the documents came from the token cache
+    char *cache_path;        // NULL without a cache
+    size_t n_val_docs;
+} data_set;
+gt_status data_set_load(const data_options *o, const tokenizer *tok, data_set *out, gt_error *err);
+void data_set_free(data_set *s);
+
 #endif
