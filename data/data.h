@@ -15,13 +15,20 @@ void token_buf_push(token_buf *b, int32_t id);
 void token_buf_free(token_buf *b);
 
 // ---------------------------------------------------------------------------------------------------
-// Tokenizer: byte-level BPE with the tiktoken merge rule (repeatedly merge the adjacent pair whose merged
-// token has the lowest rank) after the pre-tokenizer regex split; special/added tokens are whole tokens.
+// Tokenizer: byte-level BPE (repeatedly merge the adjacent pair of lowest rank: for tiktoken ranks the rank
+// of the merged token, for a tokenizer.json the line of the merge) after the pre-tokenizer regex split;
+// special/added tokens are whole tokens.
 typedef struct tokenizer tokenizer;
 
-// HF tokenizer.json (model.type BPE, byte-level). Errors name the file and the JSON path.
+// HF tokenizer.json (model.type BPE, byte-level). Errors name the file and the JSON path. Supported: what
+// gpt-oss's file uses (no normalizer; pre_tokenizer Sequence[Split(Regex, Isolated), ByteLevel(use_regex
+// false)]; merges as "a b" or ["a", "b"], ranked by their line as HF does; ignore_merges; added tokens
+// without lstrip/rstrip/single_word); anything else is refused with GT_EUNSUPPORTED naming the field.
 gt_status tokenizer_load_hf(tokenizer **tok, const char *tokenizer_json_path, gt_error *err);
-// tiktoken rank file ("base64 rank" per line) + special tokens + the pre-tokenizer regex.
+// The same from the bytes of a tokenizer.json; `what` names it in messages (tests, fuzz target).
+gt_status tokenizer_load_hf_json(tokenizer **tok, const char *json, size_t len, const char *what, gt_error *err);
+// tiktoken rank file ("base64 rank" per line; gzip-compressed files are read too) + special tokens + the
+// pre-tokenizer regex. Merges follow tiktoken's rule (the rank of the merged token).
 gt_status tokenizer_load_tiktoken(tokenizer **tok, const char *ranks_path, const char *pattern,
                                   const char *const *special_names, const int32_t *special_ids, int n_special,
                                   gt_error *err);
@@ -33,21 +40,27 @@ int32_t tokenizer_special_id(const tokenizer *tok, const char *name); // "<|end|
 const char *tokenizer_token_bytes(const tokenizer *tok, int32_t id, size_t *len);
 
 // Appends the tokens of text[0..len) to out. With allow_special, added/special token strings in the text
-// are emitted as their single ids (template text); without, they are encoded as ordinary text (user data).
+// are emitted as their single ids (template text); without, they are encoded as ordinary text (user data)
+// (added tokens not marked special are always whole tokens, as in HF). Any bytes encode, valid UTF-8 or
+// not, and decode back unchanged. Thread-safe on one tokenizer.
 gt_status tokenizer_encode(const tokenizer *tok, const char *text, size_t len, int allow_special,
                            token_buf *out, gt_error *err);
 // Decodes ids into a malloc'ed NUL-terminated byte string (len without the NUL). Unknown ids: error.
 gt_status tokenizer_decode(const tokenizer *tok, const int32_t *ids, size_t n, char **text, size_t *len,
                            gt_error *err);
 
-// Incremental decode for streaming: never emits half a UTF-8 character.
+// Incremental decode for streaming: never emits half a UTF-8 character; the output is valid UTF-8 with
+// each invalid byte sequence shown as U+FFFD, exactly as Python's bytes.decode("utf-8", "replace") of the
+// whole decode. Start with tokenizer_stream s = {.tok = tok}; out must hold tokenizer_stream_out_size().
 typedef struct tokenizer_stream {
     const tokenizer *tok;
     unsigned char pending[8];
     int n_pending;
 } tokenizer_stream;
 // Writes the newly complete UTF-8 text for one more token into out (NUL-terminated); returns its length.
+// An id with no bytes adds U+FFFD.
 size_t tokenizer_stream_push(tokenizer_stream *s, int32_t id, char *out, size_t out_size);
+size_t tokenizer_stream_out_size(const tokenizer *tok); // enough for any one push or flush
 // Flushes what is left (an incomplete sequence is emitted as U+FFFD).
 size_t tokenizer_stream_flush(tokenizer_stream *s, char *out, size_t out_size);
 
