@@ -488,9 +488,9 @@ gt_status safetensors_write(const char *path, const st_write_tensor *tensors, in
     char *header = NULL;
     fs_part *parts = NULL;
     for (int i = 0; i < n_meta; i++) {
-        json_t *jv = json_string(meta_kv[2 * i + 1]);
-        if (!jv || json_object_get(meta, meta_kv[2 * i]) || json_object_set_new(meta, meta_kv[2 * i], jv)) {
-            s = gt_fail(err, GT_EINVAL, "%s: metadata key '%s' repeated or not valid UTF-8", path, meta_kv[2 * i]);
+        const char *k = meta_kv[2 * i], *v = meta_kv[2 * i + 1];
+        if (json_object_get(meta, k) || json_object_set_new(meta, k, json_string(v))) { // a NULL value fails
+            s = gt_fail(err, GT_EINVAL, "%s: metadata key '%s' repeated or not valid UTF-8", path, k);
             goto done;
         }
     }
@@ -513,6 +513,10 @@ gt_status safetensors_write(const char *path, const st_write_tensor *tensors, in
             s = gt_fail(err, GT_EINVAL, "%s: tensor '%s': size overflows", path, t->name);
             goto done;
         }
+        if (nbytes[i] > 0 && !t->data) {
+            s = gt_fail(err, GT_EINVAL, "%s: tensor '%s': %zu bytes but no data", path, t->name, nbytes[i]);
+            goto done;
+        }
     }
     qsort(order, (size_t)n, sizeof *order, write_slot_cmp);
     uint64_t off = 0;
@@ -525,8 +529,13 @@ gt_status safetensors_write(const char *path, const st_write_tensor *tensors, in
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "data_offsets", json_pack("[II]", (json_int_t)off, (json_int_t)(off + nbytes[order[k].index])));
         off += nbytes[order[k].index];
-        if (json_object_get(root, t->name) || json_object_set_new(root, t->name, e)) {
-            s = gt_fail(err, GT_EINVAL, "%s: tensor name '%s' is repeated or not valid UTF-8", path, t->name);
+        if (json_object_get(root, t->name)) {
+            json_decref(e);
+            s = gt_fail(err, GT_EINVAL, "%s: tensor name '%s' is repeated", path, t->name);
+            goto done;
+        }
+        if (json_object_set_new(root, t->name, e)) { // takes e either way
+            s = gt_fail(err, GT_EINVAL, "%s: tensor name '%s' is not valid UTF-8", path, t->name);
             goto done;
         }
     }

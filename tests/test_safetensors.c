@@ -151,6 +151,12 @@ static void test_roundtrip(void) {
     st_write_tensor neg = {"neg", DT_F32, 2, {2, -1}, one};
     s = safetensors_write(path, &neg, 1, NULL, 0, &err);
     EXPECT(s == GT_EINVAL && strstr(err.msg, "'neg'") && strstr(err.msg, "shape[1]"), "negative dim: %s", err.msg);
+    st_write_tensor nodata = {"nodata", DT_F32, 1, {2}, NULL};
+    s = safetensors_write(path, &nodata, 1, NULL, 0, &err);
+    EXPECT(s == GT_EINVAL && strstr(err.msg, "'nodata'") && strstr(err.msg, "no data"), "no data: %s", err.msg);
+    st_write_tensor latin1 = {"caf\xe9", DT_I32, 1, {1}, one};
+    s = safetensors_write(path, &latin1, 1, NULL, 0, &err);
+    EXPECT(s == GT_EINVAL && strstr(err.msg, "not valid UTF-8"), "invalid UTF-8 name: %s", err.msg);
     const char *badmeta[] = {"format", "np"};
     s = safetensors_write(path, &w2, 1, badmeta, 1, &err);
     EXPECT(s == GT_EINVAL && strstr(err.msg, "'format'"), "repeated metadata key: %s", err.msg);
