@@ -109,9 +109,10 @@ gt_status hfcache_resolve(const char *name_or_path, hf_repo_kind kind, const cha
         return gt_fail(err, GT_EINVAL, "%s: revision '%s' is not a branch, tag or commit hash", name_or_path, rev);
 
     char *origin, *cache = cache_dir(&origin);
+    int pinned = strcmp(rev, "main") != 0; // the download command's default revision is main
     char *fix = xasprintf("huggingface-cli download %s%s%s%s", name_or_path,
-                          kind == HF_DATASET ? " --repo-type dataset" : "", revision ? " --revision " : "",
-                          revision ? revision : "");
+                          kind == HF_DATASET ? " --repo-type dataset" : "", pinned ? " --revision " : "",
+                          pinned ? rev : "");
     char *looked = NULL; // what was missing in the cache, for the message
     char *repo = NULL, *snap = NULL, *ref = NULL, *hash = NULL;
     gt_status s = GT_ENOTFOUND;

@@ -160,6 +160,8 @@ int main(void) {
                  (const char *[]){"model org/missing not found", "a local path 'org/missing'", missing_repo,
                                   "HF cache from $HF_HUB_CACHE", "huggingface-cli download org/missing", NULL});
     char *missing_ds = fs_join(hub, "datasets--org--name");
+    expect_fails("org/missing", HF_MODEL, "main", GT_ENOTFOUND,
+                 (const char *[]){"huggingface-cli download org/missing (or", NULL}); // main is the default
     expect_fails("org/name", HF_DATASET, NULL, GT_ENOTFOUND,
                  (const char *[]){"dataset org/name not found", missing_ds,
                                   "huggingface-cli download org/name --repo-type dataset", NULL});
