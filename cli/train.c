@@ -12,7 +12,6 @@
 #include "cli/cli.h"
 #include "trainer/trainer.h"
 
-#include <libgen.h>
 #include <stdlib.h>
 
 typedef struct train_args {
@@ -74,16 +73,6 @@ static int args_parse(int argc, char **argv, train_args *a) {
     return 0;
 }
 
-// "configs/tiny.yaml" -> "tiny": the run name when train.name is empty.
-static char *name_from_config_path(const char *path) {
-    char *copy = xstrdup(path);
-    char *name = xstrdup(basename(copy));
-    free(copy);
-    char *dot = strrchr(name, '.');
-    if (dot && dot != name && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml"))) *dot = 0;
-    return name;
-}
-
 // --resume RUN_DIR: the run's saved config must equal the resolved one, or the run would not continue
 // the same training.
 static int resume_check(const char *run_dir, const run_config *cfg) {
@@ -121,26 +110,11 @@ static int resume_check(const char *run_dir, const run_config *cfg) {
 static int train_main(const train_args *a) {
     gt_error err;
     run_config cfg;
-    run_config_defaults(&cfg);
     int rc = 1;
     char *run_dir = NULL, *saved = NULL;
     char model_dir[4096], data_path[4096];
 
-    if (run_config_load_file(&cfg, a->config, &err)) {
-        fprintf(stderr, "gptoss train: %s\n", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < a->n_sets; i++) {
-        if (run_config_set(&cfg, a->sets[i], &err)) {
-            fprintf(stderr, "gptoss train: %s\n", err.msg);
-            goto done;
-        }
-    }
-    if (!cfg.train.name[0]) {
-        free(cfg.train.name);
-        cfg.train.name = name_from_config_path(a->config);
-    }
-    if (run_config_validate(&cfg, &err)) {
+    if (run_config_resolve(&cfg, a->config, a->sets, a->n_sets, &err)) {
         fprintf(stderr, "gptoss train: %s\n", err.msg);
         goto done;
     }

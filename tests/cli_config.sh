@@ -119,6 +119,10 @@ run reload "$bin" train "$saved" --dry-run
 diff <(sed 's/^\*/ /' "$tmp/first.out" | grep -v "^run directory\|^model:\|^data:") <(sed 's/^\*/ /' "$tmp/reload.out") >/dev/null ||
     fail "config.resolved.yaml re-loads to a different table"
 
+# Under ASan/UBSan a report may come with an exit code that the checks above accept (the failing runs).
+bad=$(grep -l "Sanitizer\|runtime error:" "$tmp"/*.err "$tmp"/*.all 2>/dev/null)
+[ -z "$bad" ] || fail "sanitizer reports in: $bad"
+
 if [ "$fails" -ne 0 ]; then
     echo "cli_config: $fails failures (outputs in $tmp)"
     exit 1

@@ -278,6 +278,14 @@ static void test_yaml_errors(void) {
     expect_load_error("nul.yaml", "model:\n  name: \"a\\0b\"\n", (const char *const[]){"%s:2:9: model.name: a NUL character"}, 1);
     expect_load_error("utf16.yaml", "\xff\xfel\0o\0", (const char *const[]){"%s: byte"}, 1);
 
+    // Many errors: as many as fit, then a note, never an overflow.
+    char many[8192] = "lora:\n";
+    for (int i = 0; i < 200; i++) snprintf(many + strlen(many), sizeof many - strlen(many), "  bad_key_%03d: 1\n", i);
+    expect_load_error("many.yaml", many,
+                      (const char *const[]){"%s:2:3: unknown key 'bad_key_000'", "%s:3:3: unknown key 'bad_key_001'",
+                                            "(further errors not shown)"},
+                      3);
+
     // A missing file names the path.
     run_config cfg;
     gt_error err = {0};
@@ -389,6 +397,35 @@ static void test_round_trip_strings(void) {
     }
 }
 
+static void test_resolve(void) {
+    run_config cfg;
+    gt_error err = {0};
+    char *path = write_file("my-run.v2.yml", "lora:\n  rank: 4\n");
+    const char *const sets[] = {"lora.rank=32", "optim.lr=1e-4"};
+    EXPECT(run_config_resolve(&cfg, path, sets, 2, &err) == GT_OK, "resolve: %s", err.msg);
+    EXPECT(!strcmp(cfg.train.name, "my-run.v2") && cfg.lora.rank == 32 && cfg.optim.lr == 1e-4,
+           "resolve: name '%s', rank %d (overrides apply after the file, name from the file name)", cfg.train.name,
+           cfg.lora.rank);
+    run_config_free(&cfg);
+    free(path);
+    path = write_file("named.yaml", "train:\n  name: kept\n");
+    EXPECT(run_config_resolve(&cfg, path, NULL, 0, &err) == GT_OK && !strcmp(cfg.train.name, "kept"),
+           "resolve replaced an explicit name: %s", cfg.train.name);
+    run_config_free(&cfg);
+    free(path);
+    path = write_file("bad name.yaml", "");
+    EXPECT(run_config_resolve(&cfg, path, NULL, 0, &err) != GT_OK && strstr(err.msg, "config: train.name: 'bad name'"),
+           "a file name that is no run name: %s", err.msg);
+    run_config_free(&cfg);
+    free(path);
+    const char *const bad[] = {"lora.rnak=1"};
+    path = write_file("x.yaml", "");
+    EXPECT(run_config_resolve(&cfg, path, bad, 1, &err) != GT_OK && strstr(err.msg, "--set lora.rnak=1"),
+           "resolve: bad --set: %s", err.msg);
+    run_config_free(&cfg);
+    free(path);
+}
+
 static void test_markdown(void) {
     char *buf = NULL;
     size_t len = 0;
@@ -423,6 +460,7 @@ int main(void) {
     test_yaml_forms();
     test_validate();
     test_round_trip_strings();
+    test_resolve();
     test_markdown();
     if (failures) {
         fprintf(stderr, "test_config: %d failures (files in %s)\n", failures, tmp_dir);

@@ -1035,6 +1035,22 @@ gt_status run_config_validate(const run_config *cfg, gt_error *err) {
     return l.n ? GT_EINVAL : GT_OK;
 }
 
+gt_status run_config_resolve(run_config *cfg, const char *path, const char *const *sets, int n_sets, gt_error *err) {
+    run_config_defaults(cfg);
+    gt_status st = run_config_load_file(cfg, path, err);
+    for (int i = 0; i < n_sets && !st; i++) st = run_config_set(cfg, sets[i], err);
+    if (st) return st;
+    if (!cfg->train.name[0]) {
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        const char *dot = strrchr(base, '.');
+        size_t len = (dot && dot != base && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml"))) ? (size_t)(dot - base)
+                                                                                            : strlen(base);
+        free(cfg->train.name);
+        cfg->train.name = xasprintf("%.*s", (int)len, base);
+    }
+    return run_config_validate(cfg, err);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Output: table, YAML, diff, Markdown
 

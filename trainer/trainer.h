@@ -163,6 +163,11 @@ gt_status run_config_set(run_config *cfg, const char *assignment, gt_error *err)
 // validation data given twice, eval without validation data, ...). Messages start with "config: ".
 gt_status run_config_validate(const run_config *cfg, gt_error *err);
 
+// What every command that takes CONFIG.yaml [--set K=V]... does: defaults, the file, the overrides in
+// order, train.name from the file name when empty ("configs/tiny.yaml" -> "tiny"), validation.
+// On error cfg is still to be freed.
+gt_status run_config_resolve(run_config *cfg, const char *path, const char *const *sets, int n_sets, gt_error *err);
+
 // The resolved config as a table, one key per line, `*` marking values that differ from the default.
 void run_config_print_table(FILE *f, const run_config *cfg);
 // Writes every key as YAML (libyaml emitter) to path atomically (fs_write_atomic).
