@@ -276,6 +276,8 @@ static void test_yaml_errors(void) {
                       (const char *const[]){"%s:1:7: section 'lora' must be a mapping of keys"}, 1);
     expect_load_error("null_int.yaml", "lora:\n  rank:\n", (const char *const[]){"%s:2:8: lora.rank: '' is not an integer"}, 1);
     expect_load_error("nul.yaml", "model:\n  name: \"a\\0b\"\n", (const char *const[]){"%s:2:9: model.name: a NUL character"}, 1);
+    expect_load_error("nul_key.yaml", "lora:\n  \"rank\\0x\": 8\n",
+                      (const char *const[]){"%s:2:3: a key in section 'lora' must be a plain name, not text with a NUL"}, 1);
     expect_load_error("utf16.yaml", "\xff\xfel\0o\0", (const char *const[]){"%s: byte"}, 1);
 
     // Many errors: as many as fit, then a note, never an overflow.

@@ -454,7 +454,7 @@ static void allowed_text(const cfg_key *k, int md, char *buf, size_t n) {
     }
 }
 
-// "; NOTE" when the key has a note.
+// " (NOTE)" when the key has a note, else "".
 static const char *note_text(const cfg_key *k, char *buf, size_t n) {
     if (!k->note) return "";
     snprintf(buf, n, " (%s)", k->note);
@@ -797,7 +797,14 @@ static int yaml_is_null(const yaml_node_t *n) {
 }
 
 static const char *yaml_kind(const yaml_node_t *n) {
+    if (n->type == YAML_SCALAR_NODE && strlen((const char *)n->data.scalar.value) != n->data.scalar.length)
+        return "text with a NUL character";
     return n->type == YAML_MAPPING_NODE ? "a mapping" : n->type == YAML_SEQUENCE_NODE ? "a list" : "a scalar";
+}
+
+// A key node usable as a name: a scalar without NUL characters.
+static int yaml_is_name(const yaml_node_t *n) {
+    return n->type == YAML_SCALAR_NODE && strlen((const char *)n->data.scalar.value) == n->data.scalar.length;
 }
 
 // The earlier key of map equal to pair's key, if any (duplicate keys are errors).
@@ -865,7 +872,7 @@ static void yaml_apply_section(yaml_ctx *c, const char *section, const yaml_node
     for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
         const yaml_node_t *kn = yaml_document_get_node(c->doc, pair->key);
         const yaml_node_t *vn = yaml_document_get_node(c->doc, pair->value);
-        if (kn->type != YAML_SCALAR_NODE) {
+        if (!yaml_is_name(kn)) {
             yaml_error(c, kn->start_mark, "a key in section '%s' must be a plain name, not %s", section, yaml_kind(kn));
             continue;
         }
@@ -897,7 +904,7 @@ static void yaml_apply_root(yaml_ctx *c, const yaml_node_t *root) {
     for (yaml_node_pair_t *pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top; pair++) {
         const yaml_node_t *kn = yaml_document_get_node(c->doc, pair->key);
         const yaml_node_t *vn = yaml_document_get_node(c->doc, pair->value);
-        if (kn->type != YAML_SCALAR_NODE) {
+        if (!yaml_is_name(kn)) {
             yaml_error(c, kn->start_mark, "a section name must be a plain name, not %s", yaml_kind(kn));
             continue;
         }
