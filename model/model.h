@@ -24,7 +24,8 @@ typedef struct model_config {
     int intermediate;  // I
     int vocab;         // V
     float rms_eps;
-    float swiglu_limit;
+    float swiglu_limit;  // gate <= limit, -limit <= up <= limit
+    float swiglu_alpha;  // 1.702: act = gate * sigmoid(alpha * gate) * (up + 1)
     int sliding_window;
     unsigned char layer_sliding[MODEL_MAX_LAYERS]; // 1: sliding_attention, 0: full_attention
     double rope_theta;
@@ -35,21 +36,31 @@ typedef struct model_config {
     int max_position;
     int tie_word_embeddings;
     int attention_bias;
-    int eos_token_id, pad_token_id;
+    int eos_token_id, pad_token_id; // -1 when the file has none; a list of eos ids: its first
 } model_config;
 
-// Reads every field of a GPT-OSS config.json (rope_scaling or transformers-5 rope_parameters,
-// num_local_experts or num_experts, experts_per_token or num_experts_per_tok). Missing or unsupported
-// values are errors naming the file and the key.
+// Reads every field of a GPT-OSS config.json (rope_scaling or transformers-5 rope_parameters, with
+// rope_theta at the top or inside; num_local_experts or num_experts; experts_per_token or
+// num_experts_per_tok; layer_types, else even layers sliding). The shape keys are required; the others
+// take transformers' GptOssConfig defaults when absent. A missing, mistyped or unsupported value (rope_type
+// other than yarn/default, non-positive sizes, heads not dividing) is an error naming the file and key.
 gt_status model_config_load(model_config *cfg, const char *config_json_path, gt_error *err);
-// Presets for init-model: "tiny" (a shape that cannot hide bugs) and "gpt-oss-20b" (the real shapes).
-gt_status model_config_preset(model_config *cfg, const char *preset, int n_layers, gt_error *err);
+// Presets for init-model: "tiny" (a shape that cannot hide bugs, model/NOTES.md) and "gpt-oss-20b" (the
+// real shapes). n_layers > 0 overrides the layer count, vocab > 0 the vocabulary size.
+gt_status model_config_preset(model_config *cfg, const char *preset, int n_layers, int vocab, gt_error *err);
 
 // ---------------------------------------------------------------------------------------------------
 // Weights
 typedef enum wformat { WF_F32, WF_BF16, WF_MXFP4, WF_NF4 } wformat;
 // model.quant: what the experts are kept as. AUTO keeps a 4-bit file 4-bit and bf16 as bf16.
 typedef enum model_quant { MQ_AUTO, MQ_BF16, MQ_MXFP4, MQ_NF4 } model_quant;
+// "auto" | "bf16" | "mxfp4" | "nf4" -> *q; GT_EINVAL (listing the choices) otherwise.
+gt_status model_quant_parse(const char *s, model_quant *q, gt_error *err);
+const char *model_quant_name(model_quant q);
+
+// Writes cfg as an HF config.json (GptOssForCausalLM) to path, atomically. MQ_MXFP4 adds openai's
+// quantization_config, MQ_NF4 Unsloth's bitsandbytes one; MQ_BF16 / MQ_AUTO none.
+gt_status model_config_write(const model_config *cfg, model_quant quant, const char *path, gt_error *err);
 
 // One expert weight [rows=out, cols=in], y = W x, kept in its storage format and dequantized where used.
 typedef struct qmatrix {
@@ -66,6 +77,46 @@ typedef struct qmatrix {
 } qmatrix;
 // Dequantizes rows [row0, row0+nrows) into out (nrows, cols) fp32.
 void qmatrix_dequant_rows(const qmatrix *w, int row0, int nrows, float *out);
+// Fills q with w (rows, cols) fp32 stored as fmt (MXFP4: cols % 32 == 0; NF4: blocksize 64, NF4_CODE, no
+// nested absmax). Returns the one buffer holding q's storage; the caller owns it (free after q).
+void *qmatrix_from_f32(qmatrix *q, wformat fmt, const float *w, int rows, int cols);
+
+// MXFP4 (model/mxfp4.c). A block is 32 consecutive values of a row: 16 bytes (element 2j in the low nibble
+// of byte j, 2j+1 in the high one) and one E8M0 scale byte. The quantizer picks the scale as OpenAI's
+// triton_kernels downcast_to_mxfp (the one transformers uses): 2^ceil(log2(amax / 6)) by the fp32 bit
+// trick, then rounds each value / scale to the nearest FP4 value, ties away from zero, saturating at 6.
+#define MXFP4_BLOCK 32
+extern const float MXFP4_LUT[16];
+void mxfp4_quantize_row(const float *x, int cols, uint8_t *blocks, uint8_t *scales); // cols % 32 == 0
+void mxfp4_dequant_row(const uint8_t *blocks, const uint8_t *scales, int cols, float *out);
+
+// NF4, bitsandbytes semantics (model/nf4.c). Blocks of `blocksize` consecutive elements of the flattened
+// tensor, the last one possibly partial; element 2k in the HIGH nibble of byte k. w = map[code] * absmax.
+#define NF4_BLOCKSIZE 64
+#define NF4_NESTED_BLOCKSIZE 256
+extern const float NF4_CODE[16]; // bitsandbytes' NF4 table, sorted ascending
+// n elements -> packed (ceil(n/2)) and absmax (ceil(n/blocksize)), as bitsandbytes' quantize_4bit.
+void nf4_quantize(const float *x, int64_t n, int blocksize, uint8_t *packed, float *absmax);
+// Elements [start, start+n) of the flattened tensor into out (n).
+void nf4_dequant(const uint8_t *packed, const float *absmax, const float quant_map[16], int blocksize,
+                 int64_t start, int64_t n, float *out);
+// bitsandbytes' signed 8-bit dynamic map (create_dynamic_map), the code of nested absmax quantization.
+void nf4_dynamic_map(float map[256]);
+// Double quantization of n absmax values (compress_statistics=True): offset = mean, then blocks of 256 of
+// (absmax - offset) to 8-bit codes of map with one fp32 absmax each (nested: ceil(n/256)).
+void nf4_absmax_quantize(const float *absmax, int64_t n, const float map[256], uint8_t *q, float *nested,
+                         float *offset);
+// absmax[i] = map[q[i]] * nested[i / 256] + offset.
+void nf4_absmax_dequant(const uint8_t *q, const float *nested, const float map[256], float offset, int64_t n,
+                        float *absmax);
+// Reads a bitsandbytes Linear4bit weight NAME (NAME, NAME.absmax, NAME.quant_map, NAME.nested_absmax,
+// NAME.nested_quant_map, NAME.quant_state.bitsandbytes__nf4) of logical shape (rows, cols) into q
+// (WF_NF4; q->blocks points into the mmap). The absmax, nested quantization undone, is a new buffer
+// returned in *absmax_owned (q->absmax points to it; free it after q). Every mismatch names the tensor
+// and its file.
+gt_status nf4_tensor_load(const safetensors *st, const char *name, int rows, int cols, qmatrix *q,
+                          float **absmax_owned, gt_error *err);
+int nf4_tensor_present(const safetensors *st, const char *name); // NAME.absmax exists
 
 typedef struct model_layer {
     float *attn_norm;            // (D)
@@ -99,6 +150,15 @@ typedef struct model {
 // (per-expert gate_up_projs.{e}/down_projs.{e}, router.linear). quant converts on load when asked.
 gt_status model_load(model *m, const char *dir, model_quant quant, gt_error *err);
 void model_free(model *m);
+
+// init-model (model/init.c): a random-weight model in HF layout under dir: config.json,
+// generation_config.json and safetensors (one shard per layer plus model.safetensors.index.json when the
+// model is larger than max_file_bytes (0: 2 GB), else model.safetensors). MQ_BF16: HF BF16 experts; MQ_MXFP4: openai's
+// *_blocks/*_scales; MQ_NF4: Unsloth's bitsandbytes layout (experts and q/k/v/o NF4 with nested absmax).
+// Weights are deterministic in seed and identical across quant (each is drawn once in fp32, rounded to
+// bf16, then stored or quantized). Never holds more than one layer in memory.
+gt_status model_write_random(const model_config *cfg, model_quant quant, uint64_t seed, const char *dir,
+                             double max_file_bytes, gt_error *err);
 
 // ---------------------------------------------------------------------------------------------------
 // LoRA adapters as the forward sees them: plain arrays owned by lora/ (which allocates, initialises,
