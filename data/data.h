@@ -249,4 +249,76 @@ typedef struct data_set {
 gt_status data_set_load(const data_options *o, const tokenizer *tok, data_set *out, gt_error *err);
 void data_set_free(data_set *s);
 
+// ===================================================================================================
+// Harmony stream parser (data/harmony_stream.c): generated tokens -> messages and channels, as they come.
+//
+// At inference the prompt ends "<|start|>assistant" and the model writes, e.g.,
+//   <|channel|>analysis<|message|>THINKING<|end|><|start|>assistant<|channel|>final<|message|>ANSWER<|return|>
+// <|end|> closes ONE message and is not the end of the answer: the stream ends only at <|return|>,
+// <|call|> or <|endoftext|> (or when the caller stops feeding it: harmony_stream_finish).
+// A header is what lies between <|start|> (or the prompt's role) and <|message|>: the role, " to=R"
+// (recipient), <|channel|>NAME [to=R] [TYPE], <|constrain|>TYPE.
+// Malformed streams never fail: text outside any message header (a model that never opens a channel,
+// text after <|end|>) becomes a message with channel "" holding that text; a stray <|start|> closes the
+// open message; a stray <|message|>/<|channel|>/<|constrain|> inside content is dropped; each such repair
+// counts as an anomaly. A header longer than HARMONY_HEADER_MAX bytes is taken to be content.
+#define HARMONY_HEADER_MAX 256
+
+typedef enum harmony_close {
+    HARMONY_CLOSE_OPEN,       // not closed yet
+    HARMONY_CLOSE_END,        // <|end|>: more messages may follow
+    HARMONY_CLOSE_RETURN,     // <|return|>: the answer is complete
+    HARMONY_CLOSE_CALL,       // <|call|>: a tool call, the caller runs it
+    HARMONY_CLOSE_ENDOFTEXT,  // <|endoftext|>
+    HARMONY_CLOSE_START,      // cut by a stray <|start|>
+    HARMONY_CLOSE_UNFINISHED, // generation stopped (max tokens) inside it
+} harmony_close;
+const char *harmony_close_name(harmony_close c);
+
+typedef struct harmony_message {
+    char *role;         // "assistant", ...; "" when neither the prompt nor the stream named one
+    char *channel;      // "analysis", "commentary", "final", ...; "" when the model named none
+    char *recipient;    // from " to=R" in the header; NULL when none
+    char *content_type; // from <|constrain|>TYPE or a word after the channel name; NULL when none
+    const char *content; // NUL-terminated, valid UTF-8 (tokenizer_stream); owned by the stream
+    size_t len;
+    harmony_close closed_by;
+} harmony_message;
+
+typedef enum harmony_event_kind {
+    HARMONY_EV_BEGIN, // a message's header is complete (role and channel are known)
+    HARMONY_EV_TEXT,  // more content of the open message: text[0..len)
+    HARMONY_EV_END,   // the message is closed (msg->closed_by says how)
+} harmony_event_kind;
+typedef struct harmony_event {
+    harmony_event_kind kind;
+    int index;                  // of the message in the stream
+    const harmony_message *msg; // valid during the callback
+    const char *text;           // HARMONY_EV_TEXT only
+    size_t len;
+} harmony_event;
+typedef void (*harmony_event_fn)(void *user, const harmony_event *ev);
+
+typedef struct harmony_stream harmony_stream;
+// tok gives the special ids (<|start|>, <|end|>, <|message|>, <|channel|>, <|constrain|>, <|return|>,
+// <|call|>, <|endoftext|>; those it lacks are never matched) and decodes text. role: the role the prompt
+// already opened ("assistant" after harmony_render's generation prompt); NULL when the stream starts
+// before a <|start|>.
+harmony_stream *harmony_stream_new(const tokenizer *tok, const char *role);
+void harmony_stream_free(harmony_stream *hs);
+// Feeds one generated token; fn (may be NULL) gets the events it causes, in order. Returns 1 once the
+// stream has ended (<|return|>, <|call|>, <|endoftext|>); later tokens are ignored (anomalies).
+int harmony_stream_push(harmony_stream *hs, int32_t id, harmony_event_fn fn, void *user);
+// Generation stopped without an end token: closes what is open (HARMONY_CLOSE_UNFINISHED). Idempotent.
+void harmony_stream_finish(harmony_stream *hs, harmony_event_fn fn, void *user);
+int harmony_stream_done(const harmony_stream *hs);
+int harmony_stream_n_messages(const harmony_stream *hs);
+const harmony_message *harmony_stream_message(const harmony_stream *hs, int i);
+int harmony_stream_anomalies(const harmony_stream *hs);
+// The answer: the last "final" message; when there is none, the last channel-less message (a model that
+// never opened a channel). NULL when there is neither.
+const harmony_message *harmony_stream_answer(const harmony_stream *hs);
+// The last analysis message (the thinking), or NULL.
+const harmony_message *harmony_stream_thinking(const harmony_stream *hs);
+
 #endif

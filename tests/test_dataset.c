@@ -29,7 +29,7 @@ static int failures;
 
 static const char *TOKENIZER = "tests/fixtures/tokenizer/tokenizer.json";
 static const char *BAD_ROWS = "tests/fixtures/data/bad_rows.jsonl";
-static const char *SAMPLES = "data/samples/multilingual_thinking.jsonl";
+static const char *SAMPLES = "data/samples/multilingual_sample.jsonl";
 static char *tmpdir;
 static tokenizer *tok;
 

@@ -8,7 +8,7 @@ arithmetic word problems in ten languages; the chain of thought is written in th
 language (which often differs from the question's), the answer in the question's language. Everything
 is drawn from a seeded generator, so the output is the same on every run.
 
-    python3 tests/ref/make_sample_data.py                      # data/samples/multilingual_thinking.jsonl (100 rows)
+    python3 tests/ref/make_sample_data.py                      # data/samples/multilingual_sample.jsonl (100 rows)
     python3 tests/ref/make_sample_data.py --rows 1000 --out /tmp/mt1000.jsonl.gz   # the acceptance set
 """
 import argparse
@@ -18,7 +18,7 @@ import os
 import random
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-DEFAULT_OUT = os.path.join(ROOT, "data/samples/multilingual_thinking.jsonl")
+DEFAULT_OUT = os.path.join(ROOT, "data/samples/multilingual_sample.jsonl")
 
 LANGS = {
     "English": {
