@@ -195,4 +195,113 @@ typedef struct model_batch {
     const int32_t *targets; // (T) next-token target of each position, or -1 (already shifted)
 } model_batch;
 
+// ---------------------------------------------------------------------------------------------------
+// The CPU forward/backward (model/cpu/). fp32 storage and arithmetic as in HF transformers, with double
+// sums where they get long (RMSNorm mean of squares, softmax denominators, log-sum-exp, the loss).
+// OpenMP splits work so that every output element is computed by one thread in a fixed order: results
+// are bitwise the same for any thread count, and with checkpointing on or off.
+// Activation gradients are overwritten unless a function says "+="; LoRA dA/dB always accumulate (+=).
+
+// HF labels (unshifted, -100 ignored) -> targets: targets[t] = labels[t+1] when t+1 is in the same
+// document as t, else -1 (HF's shift; a document's first label never teaches the previous document).
+// A label outside [0, vocab) other than -100 is an error naming its index.
+gt_status model_batch_targets(const int32_t *labels, const int32_t *doc, int T, int vocab, int32_t *targets,
+                              gt_error *err);
+// Positions restarting at 0 in each document: pos (T) from doc (T).
+void model_batch_positions(const int32_t *doc, int T, int32_t *pos);
+
+// Every buffer one forward/backward needs, sized once from the config, the LoRA rank and the longest
+// batch (max_T tokens); the calls below allocate nothing. checkpointing: keep only each layer's input and
+// recompute the layer in backward (1), or keep every layer's activations (0). Gradients are identical.
+typedef struct model_ws model_ws;
+gt_status model_ws_init(model_ws **ws, const model *m, int lora_rank, int max_T, int checkpointing,
+                        gt_error *err);
+size_t model_ws_bytes(const model_ws *ws); // for the memory budget printed at start-up
+void model_ws_free(model_ws *ws);
+
+// Loss over the batch's targets: loss_sum = sum of -log p(target) (natural log), n_targets how many
+// there were; token_loss (T) gets each position's loss (0 where there is no target) unless NULL.
+// lora may be NULL (base model). A batch that does not fit the model or ws is an error.
+gt_status model_forward_loss(model_ws *ws, const model *m, const model_lora *lora, const model_batch *b,
+                             double *loss_sum, int64_t *n_targets, float *token_loss, gt_error *err);
+// Forward and backward: every active LoRA pair gets dA += grad_scale * d(loss_sum)/dA (and dB likewise);
+// the base is frozen. Pass grad_scale = 1/N for a mean over N target tokens.
+gt_status model_forward_backward(model_ws *ws, const model *m, model_lora *lora, const model_batch *b,
+                                 float grad_scale, double *loss_sum, int64_t *n_targets, gt_error *err);
+// Full logits (T, V): for tests and small models only (the loss never forms them).
+gt_status model_logits(model_ws *ws, const model *m, const model_lora *lora, const model_batch *b, float *logits,
+                       gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// CPU ops, one file each in model/cpu/, forward and backward together. The model code above calls them;
+// they are public for the finite-difference tests and for checking the CUDA kernels against them.
+
+// matmul.c: y (M, N) = x (M, K) w (N, K)^T + b (N) (b may be NULL); accumulate: y += instead of =.
+void cpu_matmul(float *y, const float *x, const float *w, const float *b, int M, int N, int K, int accumulate);
+// dx (M, K) = dy (M, N) w (N, K); accumulate: += instead of =.
+void cpu_matmul_dx(float *dx, const float *dy, const float *w, int M, int N, int K, int accumulate);
+// dw (N, K) += alpha * dy (M, N)^T x (M, K).
+void cpu_matmul_dw(float *dw, const float *dy, const float *x, int M, int N, int K, float alpha);
+
+// rmsnorm.c: y = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps) per row (kept for backward).
+void cpu_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int T, int D, float eps);
+// dx (T, D) += d/dx of sum(dy * y).
+void cpu_rmsnorm_backward(float *dx, const float *dy, const float *x, const float *w, const float *rstd, int T,
+                          int D);
+
+// rope.c: inverse frequencies (HD/2) and the cos/sin factor as transformers computes them (default
+// RoPE, or YaRN per _compute_yarn_parameters). Tables cos, sin (T, HD/2) = f(pos * inv_freq) * factor.
+void cpu_rope_inv_freq(const model_config *cfg, float *inv_freq, float *attn_factor);
+void cpu_rope_tables(const model_config *cfg, const int32_t *pos, int T, float *cos_t, float *sin_t);
+// x (T, NH, HD) rotated in place, rotate-half form: (a, b) -> (a cos - b sin, b cos + a sin) on the
+// halves a = x[:HD/2], b = x[HD/2:]. The backward applies the inverse rotation to dx in place.
+void cpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD);
+void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int T, int NH, int HD);
+
+// attention.c: GQA with sinks. Query t of head h (KV head h / (H/KVH)) attends key j when doc[j] ==
+// doc[t], j <= t and (window == 0 or j > t - window); scores (q.k) / sqrt(HD); the sink logit sinks[h]
+// joins the softmax denominator and has no value. stat_max, stat_den (T, H) keep the softmax's max and
+// denominator for the backward, which recomputes the probabilities bitwise.
+typedef struct cpu_attn_dims {
+    int T, H, KVH, HD;
+    int window; // 0: full causal
+} cpu_attn_dims;
+void cpu_attention_forward(float *out, float *stat_max, float *stat_den, const float *q, const float *k,
+                           const float *v, const float *sinks, const int32_t *doc, cpu_attn_dims d);
+// out (T, H, HD); q (T, H, HD); k, v (T, KVH, HD). Backward overwrites dq, dk, dv (no sink gradient:
+// the base is frozen).
+void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
+                            const float *k, const float *v, const float *sinks, const int32_t *doc,
+                            const float *stat_max, const float *stat_den, cpu_attn_dims d);
+
+// router.c: from logits (T, E), the top K experts sel (T, K) (largest first; ties: lowest index first)
+// and their weights w (T, K) = softmax over the K selected logits only.
+void cpu_router_forward(int32_t *sel, float *w, const float *logits, int T, int E, int K);
+// dlogits (T, E) = d/dlogits of sum(dw * w): nonzero only at the selected experts.
+void cpu_router_backward(float *dlogits, const float *dw, const float *w, const int32_t *sel, int T, int E, int K);
+
+// swiglu.c: act (n) = g * sigmoid(alpha g) * (u + 1), g = min(gate, limit), u = clamp(up, -limit, limit)
+// on de-interleaved gate, up (n). Backward: no gradient where a clamp is active (torch passes none at
+// the limit itself either).
+void cpu_swiglu_forward(float *act, const float *gate, const float *up, size_t n, float limit, float alpha);
+void cpu_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n,
+                         float limit, float alpha);
+
+// lora.c: THE LoRA funnel, for q, k, v, o and every expert's gate, up and down.
+// Forward: z (M, R) = x (M, in) A^T (kept for backward); y (M, out) += scale * (z B^T).
+void cpu_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
+                      float scale);
+// Backward: dB += scale dy^T z; dz = scale dy B (into dz scratch (M, R)); dA += dz^T x; dx (M, in) += dz A.
+void cpu_lora_backward(float *dx, float *dz, const float *dy, const float *x, const float *z, const lora_pair *p,
+                       int M, int in, int out, int R, float scale);
+
+// loss.c: the LM head and cross-entropy over V in chunks with an online log-sum-exp, never a (T, V)
+// matrix. h (T, D) is the final-normed hidden state, w (V, D) the LM head. Rows with targets[t] < 0 are
+// skipped (loss 0). lse (T) keeps log-sum-exp of each target row for the backward.
+void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
+                    int V);
+// dh (T, D) = g * d/dh of sum(loss): (softmax - onehot) w per target row, 0 elsewhere.
+void cpu_ce_backward(float *dh, const float *h, const float *w, const int32_t *targets, const double *lse, int T,
+                     int D, int V, float g);
+
 #endif

@@ -1,0 +1,99 @@
+// model/cpu/loss.c: LM head + cross-entropy, chunked over the vocabulary. T tokens, D hidden, V vocab.
+// Never forms the (T, V) logits: rows that have a target are taken CE_ROWS at a time (each lm_head row
+// is loaded once per group) and the vocabulary CE_CHUNK logits at a time, with an online log-sum-exp in
+// double:  mx' = max(mx, chunk max), sum' = sum exp(mx - mx') + sum_chunk exp(l - mx').
+//   forward:  lse_t = mx + ln(sum), loss_t = lse_t - logit_t[target]      (logits are fp32 dots)
+//   backward: dh_t = g * sum_v (exp(l_v - lse_t) - [v == target]) w_v  (recomputes the logits)
+// A group of rows is reduced by one thread in vocabulary order: deterministic.
+// Memory: a list of the T target rows per call.
+#include <math.h>
+#include <stdlib.h>
+
+#include "model/cpu/ops.h"
+
+#define CE_ROWS 4
+#define CE_CHUNK 256
+
+// Rows with a target, in order; returns how many.
+static int ce_rows(const int32_t *targets, int T, int *rows) {
+    int n = 0;
+    for (int t = 0; t < T; t++)
+        if (targets[t] >= 0) rows[n++] = t;
+    return n;
+}
+
+// logits (nr, nv) for rows rows[0..nr) and vocabulary entries v0..v0+nv.
+static void ce_logits(float lg[CE_ROWS][CE_CHUNK], const float *h, const float *w, const int *rows, int nr, int v0,
+                      int nv, int D) {
+    for (int v = 0; v < nv; v++) {
+        const float *wv = w + (size_t)(v0 + v) * D;
+        for (int r = 0; r < nr; r++) lg[r][v] = cpu_dot(h + (size_t)rows[r] * D, wv, D);
+    }
+}
+
+void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
+                    int V) {
+    for (int t = 0; t < T; t++) loss[t] = 0.0f;
+    int *rows = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
+    int n = ce_rows(targets, T, rows), groups = (n + CE_ROWS - 1) / CE_ROWS;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int gi = 0; gi < groups; gi++) {
+        const int *gr = rows + gi * CE_ROWS;
+        int nr = n - gi * CE_ROWS < CE_ROWS ? n - gi * CE_ROWS : CE_ROWS;
+        double mx[CE_ROWS], sum[CE_ROWS];
+        float tl[CE_ROWS] = {0};
+        float lg[CE_ROWS][CE_CHUNK];
+        for (int r = 0; r < nr; r++) {
+            mx[r] = -INFINITY;
+            sum[r] = 0.0;
+        }
+        for (int v0 = 0; v0 < V; v0 += CE_CHUNK) {
+            int nv = V - v0 < CE_CHUNK ? V - v0 : CE_CHUNK;
+            ce_logits(lg, h, w, gr, nr, v0, nv, D);
+            for (int r = 0; r < nr; r++) {
+                int tg = targets[gr[r]];
+                if (tg >= v0 && tg < v0 + nv) tl[r] = lg[r][tg - v0];
+                double cm = mx[r];
+                for (int v = 0; v < nv; v++)
+                    if (lg[r][v] > cm) cm = lg[r][v];
+                sum[r] *= exp(mx[r] - cm); // exp(-inf) = 0 on the first chunk
+                mx[r] = cm;
+                for (int v = 0; v < nv; v++) sum[r] += exp(lg[r][v] - cm);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            lse[gr[r]] = mx[r] + log(sum[r]);
+            loss[gr[r]] = (float)(lse[gr[r]] - tl[r]);
+        }
+    }
+    free(rows);
+}
+
+void cpu_ce_backward(float *dh, const float *h, const float *w, const int32_t *targets, const double *lse, int T,
+                     int D, int V, float g) {
+    for (size_t i = 0; i < (size_t)T * D; i++) dh[i] = 0.0f;
+    int *rows = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
+    int n = ce_rows(targets, T, rows), groups = (n + CE_ROWS - 1) / CE_ROWS;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int gi = 0; gi < groups; gi++) {
+        const int *gr = rows + gi * CE_ROWS;
+        int nr = n - gi * CE_ROWS < CE_ROWS ? n - gi * CE_ROWS : CE_ROWS;
+        float lg[CE_ROWS][CE_CHUNK];
+        for (int v0 = 0; v0 < V; v0 += CE_CHUNK) {
+            int nv = V - v0 < CE_CHUNK ? V - v0 : CE_CHUNK;
+            ce_logits(lg, h, w, gr, nr, v0, nv, D);
+            for (int r = 0; r < nr; r++) {
+                int t = gr[r];
+                float *dht = dh + (size_t)t * D;
+                for (int v = 0; v < nv; v++) {
+                    float dl = (float)exp(lg[r][v] - lse[t]);
+                    if (v0 + v == targets[t]) dl -= 1.0f;
+                    dl *= g;
+                    const float *wv = w + (size_t)(v0 + v) * D;
+                    for (int i = 0; i < D; i++) dht[i] += dl * wv[i];
+                }
+            }
+        }
+    }
+    free(rows);
+}
