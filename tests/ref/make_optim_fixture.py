@@ -120,6 +120,8 @@ def run_bnb(device):
         if t == 1:
             for s, p in enumerate(params):
                 snaps[f"step1.param.{s}"] = p.detach().cpu().numpy().copy()
+            snaps["step1.m8.0"] = opt.state[params[0]]["state1"].cpu().numpy().copy()
+            snaps["step1.v8.0"] = opt.state[params[0]]["state2"].cpu().numpy().copy()
     st0, st1 = opt.state[params[0]], opt.state[params[1]]
     assert st0["state1"].dtype == torch.uint8 and st1["state1"].dtype == torch.float32
     snaps["final.param.0"] = params[0].detach().cpu().numpy().copy()
@@ -225,6 +227,7 @@ def run_kernel_ref(qmap1, qmap2):
         p1, m1, v1 = kernel_ref_f32(p1, gen_grad(1, t, n1), m1, v1, t, LRS[t - 1])
         if t == 1:
             snaps["step1.param.0"], snaps["step1.param.1"] = p0.copy(), p1.copy()
+            snaps["step1.m8.0"], snaps["step1.v8.0"] = c1.copy(), c2.copy()
     snaps.update({"final.param.0": p0, "final.param.1": p1, "final.m8.0": c1, "final.v8.0": c2,
                   "final.absmax1.0": a1, "final.absmax2.0": a2, "final.m.1": m1, "final.v.1": v1,
                   "qmap1": qmap1, "qmap2": qmap2})
