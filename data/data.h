@@ -280,7 +280,7 @@ typedef struct harmony_message {
     char *channel;      // "analysis", "commentary", "final", ...; "" when the model named none
     char *recipient;    // from " to=R" in the header; NULL when none
     char *content_type; // from <|constrain|>TYPE or a word after the channel name; NULL when none
-    const char *content; // NUL-terminated, valid UTF-8 (tokenizer_stream); owned by the stream
+    const char *content; // (len) valid UTF-8 (tokenizer_stream), NUL at [len]; owned by the stream
     size_t len;
     harmony_close closed_by;
 } harmony_message;
