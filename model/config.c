@@ -23,15 +23,15 @@ static gt_status cfg_int(const cfg_ctx *c, json_t *obj, const char *where, const
                          int def, int *out) {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
-        if (required) return gt_fail(c->err, GT_EFORMAT, "%s: %s'%s' is missing (GPT-OSS needs it)", c->path, where, key);
+        if (required) return gt_fail(c->err, GT_EFORMAT, "%s: '%s%s' is missing (GPT-OSS needs it)", c->path, where, key);
         *out = def;
         return GT_OK;
     }
     if (!json_is_integer(v))
-        return gt_fail(c->err, GT_EFORMAT, "%s: %s'%s' must be an integer", c->path, where, key);
+        return gt_fail(c->err, GT_EFORMAT, "%s: '%s%s' must be an integer", c->path, where, key);
     json_int_t x = json_integer_value(v);
     if (x < -2147483647LL || x > 2147483647LL)
-        return gt_fail(c->err, GT_EFORMAT, "%s: %s'%s' = %lld is out of range", c->path, where, key, (long long)x);
+        return gt_fail(c->err, GT_EFORMAT, "%s: '%s%s' = %lld is out of range", c->path, where, key, (long long)x);
     *out = (int)x;
     return GT_OK;
 }
@@ -40,11 +40,11 @@ static gt_status cfg_num(const cfg_ctx *c, json_t *obj, const char *where, const
                          double def, double *out) {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
-        if (required) return gt_fail(c->err, GT_EFORMAT, "%s: %s'%s' is missing (GPT-OSS needs it)", c->path, where, key);
+        if (required) return gt_fail(c->err, GT_EFORMAT, "%s: '%s%s' is missing (GPT-OSS needs it)", c->path, where, key);
         *out = def;
         return GT_OK;
     }
-    if (!json_is_number(v)) return gt_fail(c->err, GT_EFORMAT, "%s: %s'%s' must be a number", c->path, where, key);
+    if (!json_is_number(v)) return gt_fail(c->err, GT_EFORMAT, "%s: '%s%s' must be a number", c->path, where, key);
     *out = json_number_value(v);
     return GT_OK;
 }
@@ -113,9 +113,10 @@ static gt_status cfg_rope(const cfg_ctx *c, json_t *root, model_config *cfg) {
     double top = NAN, inner = NAN;
     json_t *tv = json_object_get(root, "rope_theta");
     if (tv && !json_is_null(tv) && (st = cfg_num(c, root, "", "rope_theta", 1, 0, &top)) != GT_OK) return st;
-    if (rp && json_object_get(rp, "rope_theta") &&
-        (st = cfg_num(c, rp, rkey, "rope_theta", 1, 0, &inner)) != GT_OK)
-        return gt_wrap(c->err, "(inside '%s')", rkey);
+    char where[64];
+    snprintf(where, sizeof where, "%s.", rkey);
+    if (rp && json_object_get(rp, "rope_theta") && (st = cfg_num(c, rp, where, "rope_theta", 1, 0, &inner)) != GT_OK)
+        return st;
     if (!isnan(top) && !isnan(inner) && top != inner)
         return gt_fail(c->err, GT_EFORMAT, "%s: 'rope_theta' = %g and '%s.rope_theta' = %g disagree", c->path, top,
                        rkey, inner);
@@ -154,8 +155,6 @@ static gt_status cfg_rope(const cfg_ctx *c, json_t *root, model_config *cfg) {
     if (strcmp(type, "yarn") != 0)
         return gt_fail(c->err, GT_EUNSUPPORTED, "%s: '%s.%s' = \"%s\" is not supported (yarn or default)", c->path,
                        rkey, tkey, type);
-    char where[64];
-    snprintf(where, sizeof where, "%s.", rkey);
     int orig = 0;
     if ((st = cfg_num(c, rp, where, "factor", 1, 0, &cfg->yarn_factor)) != GT_OK) return st;
     if ((st = cfg_num(c, rp, where, "beta_fast", 0, 32.0, &cfg->yarn_beta_fast)) != GT_OK) return st;

@@ -4,7 +4,7 @@
 // Layout (bitsandbytes functional.py quantize_4bit / dequantize_4bit, QuantState.from_dict, checked against
 // bitsandbytes 0.50 by tests/ref/make_quant_fixture.py): the tensor is flattened row-major and cut into
 // blocks of `blocksize` elements, the last one possibly partial; absmax[b] = max |x| over block b; byte k
-// holds element 2k in its HIGH nibble and 2k+1 in its LOW nibble (an odd count pads a zero nibble).
+// holds element 2k in its HIGH nibble and 2k+1 in its LOW nibble (an odd count pads the code of 0.0).
 // w = quant_map[code] * absmax[b]. Nested: absmax is U8 codes of the 256-entry dynamic map, blocks of 256
 // with one fp32 nested_absmax each, plus nested_offset (the mean that was subtracted):
 // absmax[i] = nested_quant_map[q[i]] * nested_absmax[i / 256] + nested_offset, in fp32 in that order.
@@ -73,6 +73,7 @@ void nf4_quantize(const float *x, int64_t n, int blocksize, uint8_t *packed, flo
             packed[k / 2] |= (uint8_t)(k % 2 == 0 ? c << 4 : c);
         }
     }
+    if (n % 2) packed[n / 2] |= (uint8_t)nearest_code(mid, 16, 0.0f); // bnb pads with a 0.0 value, not code 0
     free(s);
 }
 
