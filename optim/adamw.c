@@ -59,11 +59,12 @@ static size_t seg_state_bytes(optim_state_mode mode, size_t n) {
     return mode == OPTIM_STATE_8BIT ? 2 * n_blocks(n) * sizeof(float) + 2 * n : 2 * n * sizeof(float);
 }
 
+// lo <= x < hi (hi_open) or lo <= x <= hi; hi = INFINITY for "any finite x >= lo".
 static gt_status check_hyper(const char *key, double x, double lo, double hi, int hi_open, gt_error *err) {
-    if (!isfinite(x) || x < lo || (hi_open ? x >= hi : x > hi))
-        return gt_fail(err, GT_EINVAL, "optim.%s = %g is out of range: allowed %g <= %s %s %g", key, x, lo, key,
-                       hi_open ? "<" : "<=", hi);
-    return GT_OK;
+    if (isfinite(x) && x >= lo && (hi_open ? x < hi : x <= hi)) return GT_OK;
+    if (isinf(hi)) return gt_fail(err, GT_EINVAL, "optim.%s = %g: must be a finite number >= %g", key, x, lo);
+    return gt_fail(err, GT_EINVAL, "optim.%s = %g is out of range: allowed %g <= %s %s %g", key, x, lo, key,
+                   hi_open ? "<" : "<=", hi);
 }
 
 gt_status optim_init(optim *opt, const optim_config *cfg, const optim_segment *segs, int n_seg, gt_error *err) {
@@ -74,7 +75,7 @@ gt_status optim_init(optim *opt, const optim_config *cfg, const optim_segment *s
     if ((st = check_hyper("beta1", cfg->beta1, 0.0, 1.0, 1, err)) ||
         (st = check_hyper("beta2", cfg->beta2, 0.0, 1.0, 1, err)) ||
         (st = check_hyper("eps", cfg->eps, 0.0, 1.0, 0, err)) ||
-        (st = check_hyper("weight_decay", cfg->weight_decay, 0.0, 1e9, 0, err)))
+        (st = check_hyper("weight_decay", cfg->weight_decay, 0.0, INFINITY, 0, err)))
         return st;
     opt->cfg = *cfg;
     opt->n_seg = n_seg;

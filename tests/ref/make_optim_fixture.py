@@ -14,7 +14,10 @@ its 8-bit optimizers on the CPU). Writes, all small:
   adamw8_kernel_ref.safetensors  the same run through kernel_ref_step below, a numpy transcription of
                              bnb's CUDA kernels (kOptimizerStatic8bit2StateBlockwise for the 8-bit tensor,
                              kOptimizer32bit2State for the small one), operation by operation in fp32
-  adamw8_bnb_cuda.safetensors  (with --cuda, on a machine with an NVIDIA GPU) bnb's CUDA kernels themselves
+  adamw8_bnb_cuda.safetensors  (with --cuda, on a machine with an NVIDIA GPU) bnb's CUDA kernels themselves;
+                             made on the GPU machine (no registry there) by carrying the pip-installed
+                             package: its *.py files plus libbitsandbytes_cuda13*.so in a directory on
+                             PYTHONPATH (the committed one: bnb 0.50.2 on an H200, torch 2.11+cu130)
   clip.safetensors           torch.nn.utils.clip_grad_norm_ on three tensors, a clipping and a no-op case
   schedules.json             HF transformers' get_scheduler lr for every step of several schedules
 
