@@ -1,4 +1,173 @@
-// gptoss eval: not implemented yet.
+// gptoss eval: the token-weighted mean next-token loss of a model (+ a PEFT adapter) on a dataset.
+//   --model M       a model directory or a hub name in the local HF cache (model_load; experts as stored)
+//   --adapter DIR   a PEFT LoRA adapter directory (lora_peft_load), e.g. one HF/PEFT saved
+//   --data FILE     JSONL or JSONL.gz of pre-tokenized rows {"input_ids": [...], "labels": [...]}: HF
+//                   convention, labels unshifted, -100 ignored; a row without labels trains every token
+//                   (conversation rows: later, with the tokenizer)
+//   --device cpu    the fp32 CPU reference (cuda: not built yet)
+//   --json          print {"mean_token_loss": x, "tokens": n, "rows": r} instead of a sentence
+// The mean is sum over every target token of -log p(token) / number of target tokens, over the whole
+// file (not a mean of per-row means), i.e. what HF's loss gives when all rows are one batch without
+// padding. Each row is one document: positions start at 0 and attention stays inside the row.
 #include "cli/cli.h"
+#include "core/core.h"
+#include "data/data.h"
+#include "lora/lora.h"
+#include "model/model.h"
 
-int cmd_eval(int argc, char **argv) { return cli_not_implemented("eval", "the CPU model issue"); }
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+
+static const char *const FLAGS[] = {"--model", "--adapter", "--data", "--device", "--json"};
+#define N_FLAGS (int)(sizeof FLAGS / sizeof FLAGS[0])
+
+static int usage_error(const char *fmt, const char *arg) {
+    fputs("gptoss eval: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("; see gptoss eval --help\n", stderr);
+    return 2;
+}
+
+// Sums the loss over every document of docs. Returns GT_OK with *loss_sum and *n_tokens.
+static gt_status eval_docs(const model *m, const model_lora *lora, const data_docs *docs, double *loss_sum,
+                           int64_t *n_tokens, gt_error *err) {
+    size_t max_len = 0;
+    for (size_t d = 0; d < docs->n_docs; d++)
+        if (docs->offsets[d + 1] - docs->offsets[d] > max_len) max_len = docs->offsets[d + 1] - docs->offsets[d];
+    if (max_len > INT_MAX / 2) return gt_fail(err, GT_EUNSUPPORTED, "a row of %zu tokens is too long", max_len);
+    const int Tmax = (int)max_len;
+    model_ws *ws;
+    gt_status s = model_ws_init(&ws, m, lora ? lora->rank : 0, Tmax, 1, err);
+    if (s) return s;
+    log_info("eval: %zu rows, longest %d tokens, workspace %.1f MiB", docs->n_docs, Tmax,
+             model_ws_bytes(ws) / 1048576.0);
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)Tmax), *labels = xmalloc(sizeof(int32_t) * (size_t)Tmax);
+    int32_t *pos = xmalloc(sizeof(int32_t) * (size_t)Tmax), *doc = xcalloc((size_t)Tmax, sizeof(int32_t));
+    int32_t *targets = xmalloc(sizeof(int32_t) * (size_t)Tmax);
+    double total = 0;
+    int64_t count = 0;
+    for (size_t d = 0; d < docs->n_docs && !s; d++) {
+        const uint64_t o = docs->offsets[d];
+        const int T = (int)(docs->offsets[d + 1] - o);
+        for (int t = 0; t < T && !s; t++) {
+            if (docs->tokens[o + t] >= (uint32_t)m->cfg.vocab)
+                s = gt_fail(err, GT_EFORMAT, "input_ids[%d] = %u is outside the model's vocabulary [0, %d)", t,
+                            docs->tokens[o + t], m->cfg.vocab);
+            ids[t] = (int32_t)docs->tokens[o + t];
+            labels[t] = docs->mask[o + t] ? ids[t] : -100;
+        }
+        model_batch_positions(doc, T, pos);
+        model_batch b = {.T = T, .ids = ids, .pos = pos, .doc = doc, .targets = targets};
+        double sum;
+        int64_t n;
+        if (!s) s = model_batch_targets(labels, doc, T, m->cfg.vocab, targets, err);
+        if (!s) s = model_forward_loss(ws, m, lora, &b, &sum, &n, NULL, err);
+        if (s) {
+            gt_wrap(err, "%s:%u", docs->files[docs->src_file[d]], docs->src_line[d]);
+            break;
+        }
+        total += sum;
+        count += n;
+    }
+    free(ids);
+    free(labels);
+    free(pos);
+    free(doc);
+    free(targets);
+    model_ws_free(ws);
+    *loss_sum = total;
+    *n_tokens = count;
+    return s;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_arg = NULL, *adapter = NULL, *data = NULL, *device = "cpu";
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        int k = 0;
+        while (k < N_FLAGS && strcmp(f, FLAGS[k])) k++;
+        if (k == N_FLAGS) {
+            const char *best = FLAGS[0];
+            for (int j = 1; j < N_FLAGS; j++)
+                if (str_edit_distance(f, FLAGS[j]) < str_edit_distance(f, best)) best = FLAGS[j];
+            fprintf(stderr, "gptoss eval: unknown argument '%s' (did you mean %s?); see gptoss eval --help\n", f, best);
+            return 2;
+        }
+        if (!strcmp(f, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return usage_error("%s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) model_arg = v;
+        else if (!strcmp(f, "--adapter")) adapter = v;
+        else if (!strcmp(f, "--data")) data = v;
+        else device = v;
+    }
+    if (!model_arg || !data) return usage_error("%s", "--model and --data are required");
+    if (!strcmp(device, "cuda")) {
+        fprintf(stderr, "gptoss eval: --device cuda: the CUDA backend is not built yet; use --device cpu\n");
+        return 2;
+    }
+    if (strcmp(device, "cpu")) return usage_error("--device '%s': expected cpu or cuda", device);
+
+    gt_error err = {0};
+    char dir[4096];
+    model m;
+    lora_adapter la;
+    data_docs docs;
+    memset(&docs, 0, sizeof docs);
+    int have_model = 0, have_lora = 0, rc = 1;
+    if (hfcache_resolve(model_arg, HF_MODEL, NULL, dir, sizeof dir, &err)) goto fail;
+    if (model_load(&m, dir, MQ_AUTO, &err)) goto fail;
+    have_model = 1;
+    if (adapter) {
+        if (lora_peft_load(&la, &m.cfg, adapter, &err)) goto fail;
+        have_lora = 1;
+        log_info("adapter %s: rank %d, scale %g, %zu parameters", adapter, la.spec.rank, la.ml.scale, la.n_params);
+    }
+    data_options o;
+    data_options_defaults(&o);
+    o.format = DATA_FORMAT_TOKENS; // no tokenizer needed; the model checks the ids against its vocabulary
+    if (data_read_files(&data, 1, &o, NULL, 0, &docs, &err)) {
+        if (err.status == GT_EFORMAT) gt_wrap(&err, "pre-tokenized rows {\"input_ids\", \"labels\"} expected");
+        goto fail;
+    }
+    if (!docs.n_docs) {
+        gt_fail(&err, GT_EFORMAT, "%s: no rows", data);
+        goto fail;
+    }
+    double sum = 0;
+    int64_t n = 0;
+    if (eval_docs(&m, have_lora ? &la.ml : NULL, &docs, &sum, &n, &err)) goto fail;
+    if (n == 0) {
+        gt_fail(&err, GT_EFORMAT, "%s: no target tokens (every label is -100)", data);
+        goto fail;
+    }
+    double mean = sum / (double)n;
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "mean_token_loss", json_real(mean));
+        json_object_set_new(j, "tokens", json_integer(n));
+        json_object_set_new(j, "rows", json_integer((json_int_t)docs.n_docs));
+        char *s = json_dumps(j, JSON_REAL_PRECISION(17));
+        printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else {
+        printf("mean next-token loss %.6f (perplexity %.4g) over %lld target tokens in %zu rows\n", mean, exp(mean),
+               (long long)n, docs.n_docs);
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "gptoss eval: %s\n", err.msg);
+done:
+    data_docs_free(&docs);
+    if (have_lora) lora_adapter_free(&la);
+    if (have_model) model_free(&m);
+    return rc;
+}

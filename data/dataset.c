@@ -35,11 +35,11 @@ static const char *col_thinking(const data_options *o) { return o->columns.think
 static const char *col_answer(const data_options *o) { return o->columns.answer ? o->columns.answer : "final"; }
 
 gt_status data_options_check(const data_options *o, gt_error *err) {
-    if (o->n_train_files < 1) return gt_fail(err, GT_EINVAL, "data: no training file given (data.train)");
+    if (o->n_train_files < 1) return gt_fail(err, GT_EINVAL, "data.path: no training file given");
     for (int i = 0; i < o->n_train_files; i++)
-        if (!o->train_files[i] || !o->train_files[i][0]) return gt_fail(err, GT_EINVAL, "data.train[%d] is empty", i);
+        if (!o->train_files[i] || !o->train_files[i][0]) return gt_fail(err, GT_EINVAL, "data.path: training file %d has no name", i);
     for (int i = 0; i < o->n_val_files; i++)
-        if (!o->val_files[i] || !o->val_files[i][0]) return gt_fail(err, GT_EINVAL, "data.val[%d] is empty", i);
+        if (!o->val_files[i] || !o->val_files[i][0]) return gt_fail(err, GT_EINVAL, "data.val_path: validation file %d has no name", i);
     if (!(o->val_fraction >= 0 && o->val_fraction < 1))
         return gt_fail(err, GT_EINVAL, "data.val_fraction: %g is not in [0, 1)", o->val_fraction);
     if (o->n_val_files > 0 && o->val_fraction > 0)
@@ -109,17 +109,17 @@ static const char *json_type_name(const json_t *v) {
 }
 
 // A string field: required (missing/null is an error) or optional (*out = NULL when missing or null, or
-// when key is "": a column the options say does not exist).
-static gt_status get_string(const json_t *obj, const char *key, int required, const char *ctx, const char **out,
+// when key is "": a column the options say does not exist). `label` names it in messages.
+static gt_status get_string(const json_t *obj, const char *key, int required, const char *label, const char **out,
                             gt_error *err) {
     *out = NULL;
     if (!key[0]) return GT_OK;
     const json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
-        if (required) return gt_fail(err, GT_EFORMAT, "%s'%s' is missing", ctx, key);
+        if (required) return gt_fail(err, GT_EFORMAT, "%s is missing", label);
         return GT_OK;
     }
-    if (!json_is_string(v)) return gt_fail(err, GT_EFORMAT, "%s'%s' is %s, not a string", ctx, key, json_type_name(v));
+    if (!json_is_string(v)) return gt_fail(err, GT_EFORMAT, "%s is %s, not a string", label, json_type_name(v));
     *out = json_string_value(v);
     return GT_OK;
 }
@@ -157,14 +157,15 @@ static gt_status row_messages(const json_t *row, const data_options *o, const to
     gt_status st = GT_OK;
     for (size_t i = 0; i < n && !st; i++) {
         const json_t *e = json_array_get(msgs, i);
-        char ctx[48];
-        snprintf(ctx, sizeof ctx, "messages[%zu].", i);
+        char label[3][64];
+        static const char *const fields[3] = {"role", "content", "thinking"};
+        for (int f = 0; f < 3; f++) snprintf(label[f], sizeof label[f], "messages[%zu].%s", i, fields[f]);
         if (!json_is_object(e)) {
             st = gt_fail(err, GT_EFORMAT, "messages[%zu] is %s, not an object", i, json_type_name(e));
             break;
         }
         const char *role;
-        if ((st = get_string(e, "role", 1, ctx, &role, err))) break;
+        if ((st = get_string(e, "role", 1, label[0], &role, err))) break;
         if (!strcmp(role, "system")) m[i].role = CHAT_SYSTEM;
         else if (!strcmp(role, "developer")) m[i].role = CHAT_DEVELOPER;
         else if (!strcmp(role, "user")) m[i].role = CHAT_USER;
@@ -179,8 +180,8 @@ static gt_status row_messages(const json_t *row, const data_options *o, const to
             st = gt_fail(err, GT_EFORMAT, "messages[%zu].tool_calls: tool calls are not supported", i);
             break;
         }
-        if ((st = get_string(e, "content", 1, ctx, &m[i].content, err))) break;
-        if ((st = get_string(e, "thinking", 0, ctx, &m[i].thinking, err))) break;
+        if ((st = get_string(e, "content", 1, label[1], &m[i].content, err))) break;
+        if ((st = get_string(e, "thinking", 0, label[2], &m[i].thinking, err))) break;
         // Multilingual-Thinking writes "thinking": null on system and user messages; null = absent.
     }
     if (!st) st = render_tokenize(m, (int)n, o, tok, ids, labels, err);
@@ -192,12 +193,15 @@ static gt_status row_columns(const json_t *row, const data_options *o, const tok
                              token_buf *labels, gt_error *err) {
     chat_message m[3];
     int n = 0;
-    const char *system, *user, *thinking, *answer;
-    gt_status st;
-    if ((st = get_string(row, col_system(o), 0, "column ", &system, err))) return st;
-    if ((st = get_string(row, col_user(o), 1, "column ", &user, err))) return st;
-    if ((st = get_string(row, col_thinking(o), 0, "column ", &thinking, err))) return st;
-    if ((st = get_string(row, col_answer(o), 1, "column ", &answer, err))) return st;
+    const char *cols[4] = {col_system(o), col_user(o), col_thinking(o), col_answer(o)}, *val[4];
+    static const char *const keys[4] = {"system", "user", "thinking", "answer"};
+    for (int c = 0; c < 4; c++) {
+        char label[256];
+        snprintf(label, sizeof label, "column '%.100s' (data.%s_column)", cols[c], keys[c]);
+        gt_status st = get_string(row, cols[c], c == 1 || c == 3, label, &val[c], err);
+        if (st) return st;
+    }
+    const char *system = val[0], *user = val[1], *thinking = val[2], *answer = val[3];
     if (system) m[n++] = (chat_message){CHAT_SYSTEM, system, NULL};
     m[n++] = (chat_message){CHAT_USER, user, NULL};
     m[n++] = (chat_message){CHAT_ASSISTANT, answer, thinking};
@@ -220,7 +224,9 @@ static gt_status row_tokens(const json_t *row, const tokenizer *tok, token_buf *
     } else {
         lab = NULL; // no labels: every token is trained (HF's labels = input_ids)
     }
-    int vocab = tokenizer_vocab_size(tok);
+    // tok may be NULL for pre-tokenized rows (gptoss eval on a model without tokenizer.json): the ids
+    // are then range-checked by the model against its vocabulary.
+    int vocab = tok ? tokenizer_vocab_size(tok) : INT32_MAX;
     size_t trained = 0, base = ids->n;
     for (size_t i = 0; i < n; i++) {
         const json_t *v = json_array_get(in, i);
@@ -308,7 +314,8 @@ static int line_next(line_reader *r, const char *path, const char **line, size_t
             r->pos = 0;
         }
         if (r->cap - r->len < (1 << 16)) r->buf = xrealloc(r->buf, r->cap = r->cap * 2 + (1 << 17));
-        int got = gzread(r->gz, r->buf + r->len, (unsigned)(r->cap - r->len));
+        size_t room = r->cap - r->len;
+        int got = gzread(r->gz, r->buf + r->len, (unsigned)(room < (1u << 30) ? room : (1u << 30)));
         if (got < 0) {
             int code;
             const char *msg = gzerror(r->gz, &code);

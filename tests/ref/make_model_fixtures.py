@@ -5,39 +5,43 @@ tests/cli_eval.sh compare gptoss against these.
 
     python3 tests/ref/make_model_fixtures.py     (torch, transformers 5, peft >= 0.17, bitsandbytes, safetensors)
 
-The tiny config cannot hide bugs (DESIGN.md): hidden 32 != 2*intermediate 128, hidden != heads*head_dim 64,
-hidden != intermediate (a transposed down_proj would not fit), 2 KV heads for 4 query heads, a sliding window
-of 8 on even layers (sequences are 24-32 long), 4 experts with top-2, nonzero biases and sinks, 4 layers,
-rope and swiglu settings that differ from the 20B defaults (so a hard-coded value fails), and a swiglu limit
-low enough that some gate/up values are clamped. Hidden and intermediate are multiples of 32 (MXFP4 blocks)
-and of 64 (NF4 blocks).
+Two tiny configs that cannot hide bugs (DESIGN.md): 4 layers, 4 query heads on 2 KV heads, a sliding window of
+8 on even layers (sequences are 17-32 long), 4 experts with top-2, nonzero biases and sinks, rope and swiglu
+settings that differ from the 20B defaults (so a hard-coded value fails) and a swiglu limit low enough that
+~10% of gate and ~20% of up values are clamped; hidden != 2*intermediate, hidden != heads*head_dim and
+hidden != intermediate (a transposed down_proj would not fit):
+  family "bf16": hidden 24, intermediate 16, head_dim 8 (q 32)     -- small, to keep the fixtures small
+  family "q":    hidden 32, intermediate 64, head_dim 16 (q 64)    -- multiples of 32 (MXFP4) and 64 (NF4)
 
 What is made (model/):
-  bf16/    config.json + model.safetensors, saved by HF's save_pretrained (experts gate_up_proj [E,D,2I],
-           down_proj [E,I,D]).
-  mxfp4/   the same model with every expert quantized by the packer below into the openai layout
+  bf16/    family bf16: config.json + model.safetensors, saved by HF's save_pretrained (experts
+           gate_up_proj [E,D,2I], down_proj [E,I,D]).
+  mxfp4/   family q with every expert quantized by the packer below into the openai layout
            (*_blocks [E,out,in/32,16], *_scales [E,out,in/32]); the packing is checked against transformers'
            convert_moe_packed_tensors, and the directory is loaded back with transformers (dequantize=True) and
            must give the very weights the reference used.
-  nf4/     the Unsloth bitsandbytes layout: per-expert experts.gate_up_projs.{e} / down_projs.{e} (double
-           quantization) and the attention projections (single) quantized to NF4 BY BITSANDBYTES ITSELF
-           (bitsandbytes.functional.quantize_4bit on the CPU; QuantState.as_dict(packed=True) gives the stored
-           tensors); router as router.linear; the down_projs of the last layer are left bf16 (unquantized
-           tensors exist in such files). bitsandbytes dequantizes to the compute dtype (bf16); gptoss keeps the
-           dequantized weight in fp32 (quant_map[code] * absmax), so the reference uses that fp32 product; the
-           script checks it against bitsandbytes' generic dequantization (exact) and checks that every code
-           is the level nearest to w/absmax.
-  adapter/ PEFT save_pretrained of a LoRA on all seven types: target_modules q,k,v,o and target_parameters
-           mlp.experts.gate_up_proj + mlp.experts.down_proj (r 3, alpha 6), with every B set to random nonzero
-           values after get_peft_model.
-  adapter_down/  a second PEFT adapter: q_proj, o_proj and only mlp.experts.down_proj, use_rslora, r 2, alpha 3
-           (one expert parameter: its keys have no base_layer. segment; rslora scale alpha/sqrt(r)).
+  nf4/     family q (same bf16 weights as mxfp4/ before quantization) in the Unsloth bitsandbytes layout:
+           per-expert experts.gate_up_projs.{e} / down_projs.{e} (double quantization) and the attention
+           projections (single) quantized to NF4 BY BITSANDBYTES ITSELF (bitsandbytes.functional.quantize_4bit
+           on the CPU; QuantState.as_dict(packed=True) gives the stored tensors); router as router.linear; the
+           down_projs of the last layer are left bf16 (unquantized tensors exist in such files).
+           bitsandbytes dequantizes to the compute dtype (bf16); gptoss keeps the dequantized weight in fp32
+           (quant_map[code] * absmax), so the reference uses that fp32 product; the script checks it against
+           bitsandbytes' generic dequantization (exact) and checks that every code is the level nearest to
+           w/absmax.
+  adapter_bf16/, adapter_q/  PEFT save_pretrained of a LoRA on all seven types for each family:
+           target_modules q,k,v,o and target_parameters mlp.experts.gate_up_proj + mlp.experts.down_proj
+           (r 3, alpha 6), with every B set to random nonzero values after get_peft_model.
+  adapter_down/  a second PEFT adapter for family bf16: q_proj, o_proj and only mlp.experts.down_proj,
+           use_rslora, r 2, alpha 3 (one expert parameter: its keys have no base_layer. segment).
   ref_{bf16,mxfp4,nf4}.safetensors: ids (I32 [T]), targets (I32 [T], next token or -1), logits (F32 [T,V]),
            token_loss (F32 [T], 0 where ignored), loss (F32 [1], mean over targets) and n_targets (I32 [1]) of
-           the base + adapter/, and the loss of the base alone (loss_base).
-  grad_{bf16,mxfp4,nf4}.safetensors: d loss / d every LoRA A and B, under adapter_model.safetensors' key names.
+           the base + its all-seven adapter, and the loss of the base alone (loss_base).
+  grad_{bf16,mxfp4}.safetensors: d(mean loss) / d every LoRA A and B, under adapter_model.safetensors' key
+           names (not for nf4: the gradient code does not depend on the storage format; kept small).
   eval.jsonl, eval_ref.json: pre-tokenized rows (one with -100 labels, one without labels) and HF's
-           token-weighted mean next-token loss for each base with no adapter, adapter/ and adapter_down/.
+           token-weighted mean next-token loss, keyed "base/adapter" ("bf16/none", "bf16/adapter_bf16",
+           "bf16/adapter_down", "mxfp4/adapter_q", ...).
 
 The reference runs in fp32 (model.float()) on the bf16-rounded (or dequantized) weights, eager attention.
 Each fixture sequence is one document: HF's eager attention does not separate packed documents.
@@ -426,10 +430,13 @@ def main():
     with open(os.path.join(OUT, "eval.jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+    # flat keys "base/adapter" so that tests/cli_eval.sh can read them with grep
     eval_ref = {"rows": len(rows)}
-    eval_ref["bf16"], eval_ref["tokens"] = eval_refs(cfg, bf16_sd, rows, ["adapter_bf16", "adapter_down"])
-    eval_ref["mxfp4"], _ = eval_refs(cfg_q, mx_sd, rows, ["adapter_q"])
-    eval_ref["nf4"], _ = eval_refs(cfg_q, nf_sd, rows, ["adapter_q"])
+    for vname, c, sd, adapters in (("bf16", cfg, bf16_sd, ["adapter_bf16", "adapter_down"]),
+                                   ("mxfp4", cfg_q, mx_sd, ["adapter_q"]), ("nf4", cfg_q, nf_sd, ["adapter_q"])):
+        res, eval_ref["tokens"] = eval_refs(c, sd, rows, adapters)
+        for k, v in res.items():
+            eval_ref[f"{vname}/{k}"] = v
     with open(os.path.join(OUT, "eval_ref.json"), "w") as f:
         json.dump(eval_ref, f, indent=2)
     print("eval:", json.dumps(eval_ref))

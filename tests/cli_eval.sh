@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# gptoss eval --model M [--adapter DIR] --data FILE [--device cpu|cuda] [--json]: the issue's acceptance —
+# on tiny models (bf16, MXFP4 and NF4 experts) with adapters that HF/PEFT made and saved
+# (tests/fixtures/model, tests/ref/make_model_fixtures.py), the token-weighted mean loss over
+# tests/fixtures/model/eval.jsonl equals HF's (eval_ref.json) within 1e-5 relative (both are fp32 on the
+# same weights; they differ by summation order only, ~1e-7 measured). Then the errors: an adapter for
+# another base, a bad row, ids outside the vocabulary, --device cuda, usage mistakes.
+set -uo pipefail
+bin=${GPTOSS_BIN:?}
+tmp=${GPTOSS_TMP:-/tmp}/cli_eval
+rm -rf "$tmp" && mkdir -p "$tmp"
+fail=0
+check() { # check DESCRIPTION COMMAND...: the command must succeed
+  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
+}
+fix=tests/fixtures/model
+data=$fix/eval.jsonl
+
+ref() { # ref KEY: HF's loss from eval_ref.json
+  sed -n "s|^ *\"$1\": \([-0-9.eE+]*\),\{0,1\}$|\1|p" "$fix/eval_ref.json"
+}
+json_field() { # json_field NAME FILE
+  sed -n "s/.*\"$1\": \([-0-9.eE+]*\).*/\1/p" "$2"
+}
+close() { # close OURS REF TOL: |ours - ref| <= tol * |ref|
+  awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; r = b < 0 ? -b : b; exit !(a != "" && d <= t * r) }'
+}
+
+for pair in bf16:none bf16:adapter_bf16 bf16:adapter_down mxfp4:none mxfp4:adapter_q nf4:none nf4:adapter_q; do
+  base=${pair%%:*} adapter=${pair#*:}
+  args=(eval --model "$fix/$base" --data "$data" --json)
+  [ "$adapter" = none ] || args+=(--adapter "$fix/$adapter")
+  "$bin" "${args[@]}" >"$tmp/$base-$adapter.json" 2>"$tmp/$base-$adapter.err"; rc=$?
+  check "$base + $adapter exits 0 (rc $rc: $(cat "$tmp/$base-$adapter.err"))" test $rc -eq 0
+  ours=$(json_field mean_token_loss "$tmp/$base-$adapter.json")
+  want=$(ref "$base/$adapter")
+  check "$base + $adapter: ours $ours vs HF $want (1e-5 relative)" close "$ours" "$want" 1e-5
+  check "$base + $adapter: token count" test "$(json_field tokens "$tmp/$base-$adapter.json")" = "$(ref tokens)"
+  check "$base + $adapter: row count" test "$(json_field rows "$tmp/$base-$adapter.json")" = "$(ref rows)"
+  echo "eval $base + $adapter: $ours (HF $want)"
+done
+
+# The sentence form.
+"$bin" eval --model "$fix/bf16" --data "$data" >"$tmp/plain" 2>/dev/null
+check "plain output" grep -q "^mean next-token loss 4.58658[89] (perplexity .*) over 63 target tokens in 3 rows$" "$tmp/plain"
+
+# An adapter made for another base: rejected, naming the tensor and the shapes.
+"$bin" eval --model "$fix/bf16" --adapter "$fix/adapter_q" --data "$data" >/dev/null 2>"$tmp/err1"; rc=$?
+check "adapter for another base exits 1" test $rc -eq 1
+check "names the tensor and shapes ($(cat "$tmp/err1"))" \
+  grep -q "adapter_q/adapter_model.safetensors: tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' has shape \[3, 32\], expected \[3, 24\]" "$tmp/err1"
+
+# A row whose labels are not the tokens, and ids outside the vocabulary (64): named by file:line.
+printf '%s\n' '{"input_ids": [1, 2, 3]}' '{"input_ids": [1, 2, 3], "labels": [-100, 5, 3]}' >"$tmp/bad_labels.jsonl"
+"$bin" eval --model "$fix/bf16" --data "$tmp/bad_labels.jsonl" >/dev/null 2>"$tmp/err2"; rc=$?
+check "bad labels exit 1" test $rc -eq 1
+check "bad labels named ($(cat "$tmp/err2"))" grep -q "bad_labels.jsonl:2: labels\[1\] = 5 is neither -100 nor input_ids\[1\]" "$tmp/err2"
+printf '%s\n' '{"input_ids": [1, 2, 3]}' '{"input_ids": [1, 64, 3]}' >"$tmp/bad_ids.jsonl"
+"$bin" eval --model "$fix/bf16" --data "$tmp/bad_ids.jsonl" >/dev/null 2>"$tmp/err3"; rc=$?
+check "ids outside the vocabulary exit 1" test $rc -eq 1
+check "ids outside the vocabulary named ($(cat "$tmp/err3"))" grep -q "bad_ids.jsonl:2: input_ids\[1\] = 64 is outside the model's vocabulary \[0, 64)" "$tmp/err3"
+
+# Usage errors and the CUDA device.
+"$bin" eval --model "$fix/bf16" --data "$data" --device cuda >/dev/null 2>"$tmp/err4"; rc=$?
+check "--device cuda exits 2" test $rc -eq 2
+check "--device cuda says not built yet" grep -q "CUDA backend is not built yet" "$tmp/err4"
+"$bin" eval --model "$fix/bf16" >/dev/null 2>"$tmp/err5"; rc=$?
+check "missing --data exits 2" test $rc -eq 2
+check "missing --data explained" grep -q "are required" "$tmp/err5"
+"$bin" eval --modle "$fix/bf16" --data "$data" >/dev/null 2>"$tmp/err6"; rc=$?
+check "unknown flag exits 2" test $rc -eq 2
+check "unknown flag suggests --model" grep -q "did you mean --model" "$tmp/err6"
+"$bin" eval --model "$tmp/no_such_model" --data "$data" >/dev/null 2>"$tmp/err7"; rc=$?
+check "missing model exits 1" test $rc -eq 1
+check "missing model named" grep -q "no_such_model" "$tmp/err7"
+
+[ $fail -eq 0 ] && echo "cli_eval: ok"
+exit $fail
