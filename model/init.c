@@ -39,7 +39,7 @@ static uint64_t name_hash(const char *s) { // FNV-1a
 static void fill_normal(float *dst, size_t n, double mean, double std, uint64_t seed, const char *name) {
     uint64_t key = name_hash(name) ^ (seed * 0x9E3779B97F4A7C15ull);
     long nchunks = (long)((n + CHUNK - 1) / CHUNK);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nchunks > 1)
     for (long c = 0; c < nchunks; c++) {
         uint64_t s = key + (uint64_t)c * 0xD1B54A32D192ED03ull;
         splitmix64(&s);
@@ -162,7 +162,7 @@ static void add_experts(tlist *L, const model_config *c, uint64_t seed, model_qu
                 for (int64_t r = 0; r < rows; r++)
                     for (int64_t k = 0; k < cols; k++) dst[k * rows + r] = f32_to_bf16(w[r * cols + k]);
             } else if (quant == MQ_MXFP4) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= (1 << 20))
                 for (int64_t r = 0; r < rows; r++)
                     mxfp4_quantize_row(w + r * cols, (int)cols, blocks + ((size_t)e * n + r * cols) / 2,
                                        scales + ((size_t)e * n + r * cols) / 32);

@@ -253,7 +253,7 @@ static gt_status experts_load(const loader *L, layout lay, model_quant quant, in
     ly->gate_up = own(m, xcalloc((size_t)E, sizeof(qmatrix)));
     ly->down = own(m, xcalloc((size_t)E, sizeof(qmatrix)));
     void **bufs = xcalloc((size_t)(2 * E), sizeof *bufs);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if ((double)E * D * I >= (1 << 20))
     for (int j = 0; j < 2 * E; j++) {
         int e = j / 2;
         if (j % 2 == 0) bufs[j] = expert_convert(&src[e].gate_up, 2 * I, D, &ly->gate_up[e]);

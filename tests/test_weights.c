@@ -240,7 +240,9 @@ int main(void) {
     CHECK(model_config_preset(&CFG, "tiny", 4, 512, &err) == GT_OK);
     char *d_bf = write_model("bf16", MQ_BF16, 0), *d_mx = write_model("mxfp4", MQ_MXFP4, 0),
          *d_nf = write_model("nf4", MQ_NF4, 0), *d_sh = write_model("bf16_sharded", MQ_BF16, 1);
-    EXPECT(fs_exists(d_sh) && !fs_exists(xasprintf("%s/model.safetensors", d_sh)), "sharded: no single file");
+    char *single = fs_join(d_sh, "model.safetensors");
+    EXPECT(fs_exists(d_sh) && !fs_exists(single), "sharded: no single file");
+    free(single);
 
     model bf, mx, nf, sh;
     load(&bf, d_bf, MQ_AUTO), load(&mx, d_mx, MQ_AUTO), load(&nf, d_nf, MQ_AUTO), load(&sh, d_sh, MQ_AUTO);
@@ -297,9 +299,10 @@ int main(void) {
 
     model *all[] = {&bf, &mx, &nf, &sh, &bf_mx, &bf_nf, &mx_bf, &nf_bf, &nf_mx, &u};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) model_free(all[i]);
+    free(d_bf), free(d_mx), free(d_nf), free(d_sh), free(d_u);
     char *cmd = xasprintf("rm -rf '%s'", TMP);
     if (!failures && system(cmd) != 0) printf("note: could not remove %s\n", TMP);
-    free(cmd);
+    free(cmd), free(TMP);
     if (failures) printf("%d failure(s)\n", failures);
     else printf("test_weights: ok\n");
     return failures ? 1 : 0;
