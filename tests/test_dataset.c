@@ -185,8 +185,8 @@ static const char *const BAD_REASONS[] = {
     "no assistant turn",
     "the last message is not the assistant's",
     "messages[0].role: 'wizard' is not supported",
-    "messages[0].'content' is an integer, not a string",
-    "messages[0].'content' is missing",
+    "messages[0].content is an integer, not a string",
+    "messages[0].content is missing",
     "messages[1]: a system message is only allowed first",
     "messages[1].content holds <|channel|> tags",
     "input_ids[2] = 999999 is out of range",
@@ -194,8 +194,8 @@ static const char *const BAD_REASONS[] = {
     "'labels' has 1 entries, 'input_ids' 2",
     "no trained token",
     "labels[1] = 7 is neither -100 nor input_ids[1] = 2",
-    "column 'final' is missing",
-    "column 'final' is an array, not a string",
+    "column 'final' (data.answer_column) is missing",
+    "column 'final' (data.answer_column) is an array, not a string",
     "duplicate object key",
     "tool calls are not supported",
     "only assistant messages carry thinking",
@@ -455,7 +455,7 @@ static void test_pipeline_and_cache(void) {
         }
     }
     EXPECT(rows == 1000, "%d rows", rows);
-    char *gz = tmp("mt1000.jsonl.gz"), *cache = tmp("cache");
+    char *gz = tmp("mt1000.jsonl.gz"), *cache = tmp("cache"), *plain_copy = tmp("five.jsonl"); // from test_files
     write_gz(gz, big, n);
     const char *files[1] = {gz};
     data_options o;
@@ -492,20 +492,25 @@ static void test_pipeline_and_cache(void) {
     EXPECT(data_set_load(&o, tok, &s2, &err) == GT_OK && s2.cache_hit && s2.train.n_rows == s2.train.n_docs,
            "other packing options missed the cache");
     data_set_free(&s2);
+    // The rest on the 100 samples (quicker under the sanitizers): the date is in the key.
+    const char *small[1] = {SAMPLES};
+    o.train_files = small;
+    EXPECT(data_set_load(&o, tok, &s2, &err) == GT_OK && !s2.cache_hit, "new data hit the cache");
+    data_set_free(&s2);
     o.harmony.date = "2025-08-06";
     EXPECT(data_set_load(&o, tok, &s2, &err) == GT_OK && !s2.cache_hit, "another date hit the cache");
     data_set_free(&s2);
     // Validation by file: the train file's documents train, the val file's validate.
     o.harmony.date = "2025-08-05";
     o.val_fraction = 0;
-    const char *val[1] = {SAMPLES};
+    const char *val[1] = {plain_copy};
     o.val_files = val;
     o.n_val_files = 1;
-    EXPECT(data_set_load(&o, tok, &s2, &err) == GT_OK && s2.n_val_docs == 100 && s2.train.n_docs == 1000,
-           "validation by file: %zu val docs", s2.n_val_docs);
+    EXPECT(data_set_load(&o, tok, &s2, &err) == GT_OK && s2.n_val_docs == 5 && s2.train.n_docs == 100,
+           "validation by file: %zu val docs, %zu train", s2.n_val_docs, s2.train.n_docs);
     data_set_free(&s2);
     data_set_free(&s1);
-    free(gz), free(cache), free(big), free(buf);
+    free(gz), free(cache), free(plain_copy), free(big), free(buf);
 }
 
 int main(void) {
