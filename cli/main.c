@@ -25,7 +25,11 @@ static const cli_command COMMANDS[] = {
     {"data", cmd_data, "render and tokenize a config's dataset; print statistics",
      "usage: gptoss data CONFIG.yaml [--set K=V]... [--show N]\n"},
     {"init-model", cmd_init_model, "write a random-weight GPT-OSS model in HF layout",
-     "usage: gptoss init-model --preset tiny|gpt-oss-20b [--layers N] [--quant mxfp4|nf4|bf16] [--seed S] --out DIR\n"},
+     "usage: gptoss init-model --preset tiny|gpt-oss-20b [--layers N] [--vocab V] [--quant mxfp4|nf4|bf16] [--seed S]\n"
+     "       --out DIR\n\n"
+     "Writes config.json, generation_config.json and safetensors (sharded with an index above 2 GB) in HF layout:\n"
+     "mxfp4 as openai/gpt-oss-20b (default), bf16 as save_pretrained, nf4 as Unsloth's bitsandbytes checkpoint.\n"
+     "The weights depend on the seed only, the same across --quant. tiny's vocab defaults to 201088.\n"},
     {"bench", cmd_bench, "time training steps on synthetic data",
      "usage: gptoss bench --model M [--batch B] [--seq T] [--lora-r R] [--targets all|attn] [--steps N] [--json]\n"},
     {"version", cmd_version, "version, git commit, build type, CUDA and GPUs",
