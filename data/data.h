@@ -191,7 +191,9 @@ void data_docs_push(data_docs *d, const int32_t *ids, const int32_t *labels, siz
                     uint32_t line);
 
 // Parses one JSONL row into ids/labels (appended). `where` ("file:line") prefixes every message; a
-// bad row returns GT_EFORMAT naming the field and the fix. The unit the fuzz target drives.
+// bad row returns GT_EFORMAT naming the field and the fix. The unit the fuzz target drives. tok may be
+// NULL when only pre-tokenized rows are expected (ids then unchecked against a vocabulary; a conversation
+// row is refused with GT_EUNSUPPORTED).
 gt_status data_row_tokenize(const char *line, size_t len, const data_options *o, const tokenizer *tok,
                             const char *where, token_buf *ids, token_buf *labels, gt_error *err);
 // Reads JSONL / JSONL.gz files into documents (appended; bad rows: error, or skipped and counted, per

@@ -275,6 +275,8 @@ gt_status data_row_tokenize(const char *line, size_t len, const data_options *o,
             f = json_object_get(row, "input_ids") ? DATA_FORMAT_TOKENS
                 : json_object_get(row, col_messages(o)) ? DATA_FORMAT_MESSAGES : DATA_FORMAT_COLUMNS;
         if (f == DATA_FORMAT_TOKENS) st = row_tokens(row, tok, ids, labels, &e);
+        else if (!tok) st = gt_fail(&e, GT_EUNSUPPORTED, "a conversation row needs a tokenizer (only pre-tokenized "
+                                                         "{\"input_ids\": [...]} rows are read without one)");
         else if (f == DATA_FORMAT_MESSAGES) st = row_messages(row, o, tok, ids, labels, &e);
         else st = row_columns(row, o, tok, ids, labels, &e);
     }

@@ -101,6 +101,12 @@ static void test_row_shapes(void) {
     pi.n = pl.n = 0;
     EXPECT(data_row_tokenize(nolab, strlen(nolab), &o, tok, "p:2", &pi, &pl, &err) == GT_OK && pl.ids[0] == 4 &&
                pl.ids[1] == 5, "pre-tokenized row without labels is not all trained");
+    // Without a tokenizer only pre-tokenized rows are read.
+    pi.n = pl.n = 0;
+    EXPECT(data_row_tokenize(nolab, strlen(nolab), &o, NULL, "p:3", &pi, &pl, &err) == GT_OK && pi.n == 2,
+           "pre-tokenized row without a tokenizer refused");
+    EXPECT(data_row_tokenize(messages_row, strlen(messages_row), &o, NULL, "m:2", &pi, &pl, &err) == GT_EUNSUPPORTED &&
+               pi.n == 2, "a conversation row without a tokenizer: %s", err.msg);
     // format: messages refuses a flat row; columns with renamed columns and no thinking column.
     o.format = DATA_FORMAT_MESSAGES;
     EXPECT(data_row_tokenize(flat_row, strlen(flat_row), &o, tok, "f:2", &pi, &pl, &err) == GT_EFORMAT &&
