@@ -304,4 +304,59 @@ void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, co
 void cpu_ce_backward(float *dh, const float *h, const float *w, const int32_t *targets, const double *lse, int T,
                      int D, int V, float g);
 
+// ===================================================================================================
+// Decoding (model/cpu/decode.c, model/sample.c): generation with a KV cache, and token sampling.
+//
+// The cache keeps, per layer, the RoPE'd keys and the values of the tokens seen so far. Full-attention
+// layers keep up to max_ctx positions; sliding layers keep only a ring of window + max_chunk - 1 (the
+// keys a chunk of up to max_chunk new tokens can see). Positions run 0, 1, ... from the last reset
+// (one document). The per-token math is the CPU ops above (rmsnorm, matmul, the LoRA funnel, rope,
+// router, moe) in the same order as the full forward, so the logits of cached decoding equal
+// model_logits' rows of the same sequence (tests/test_decode.c).
+typedef struct model_kv_cache model_kv_cache;
+// lora_rank: the rank of the adapter the decode calls will pass (0: none). max_chunk: the most tokens one
+// model_prefill chunk holds (longer prompts are cut into chunks of this size).
+gt_status model_kv_cache_init(model_kv_cache **kv, const model *m, int lora_rank, int max_ctx, int max_chunk,
+                              gt_error *err);
+void model_kv_cache_free(model_kv_cache *kv);
+void model_kv_cache_reset(model_kv_cache *kv);          // forget every token: the next one is position 0
+int model_kv_cache_len(const model_kv_cache *kv);       // tokens seen since the reset
+int model_kv_cache_capacity(const model_kv_cache *kv);  // max_ctx
+size_t model_kv_cache_bytes(const model_kv_cache *kv);  // the cache and its workspace, for the budget
+// Feeds n tokens at positions len .. len+n-1 (in chunks of max_chunk) and, when logits is not NULL,
+// writes the logits (V) of the last one. A full cache, an id outside the vocabulary or an adapter of
+// another rank is an error (nothing is added to the cache then).
+gt_status model_prefill(model_kv_cache *kv, const model *m, const model_lora *lora, const int32_t *ids, int n,
+                        float *logits, gt_error *err);
+// One token: model_prefill of n = 1.
+gt_status model_decode_step(model_kv_cache *kv, const model *m, const model_lora *lora, int32_t id, float *logits,
+                            gt_error *err);
+
+typedef struct sampler sampler;
+// Generation: prefills prompt (n_prompt tokens) after what the cache holds, then samples up to max_new
+// tokens, stopping after a token in stop[0..n_stop) (which is kept in out) or when on_token returns
+// nonzero. on_token (may be NULL) sees each token as it is made (streaming; the Harmony parser decides
+// there whether the answer is complete). Writes the tokens to out (max_new) and their count to *n_out.
+// Every token but the last is fed to the cache, so the cache ends holding prompt + out[0..n_out-1).
+typedef int (*model_token_fn)(void *user, int32_t id);
+gt_status model_generate(model_kv_cache *kv, const model *m, const model_lora *lora, sampler *s,
+                         const int32_t *prompt, int n_prompt, const int32_t *stop, int n_stop, int max_new,
+                         model_token_fn on_token, void *user, int32_t *out, int *n_out, gt_error *err);
+
+// Sampling (model/sample.c), in transformers' order: temperature, then top-k, then top-p. temperature 0
+// is greedy (argmax, the lowest id on ties, as torch.argmax). top_k 0 and top_p 1 are off. The random
+// numbers are our own (splitmix64 seeding xoshiro256**), so a seed gives the same tokens on any machine.
+typedef struct sampler_options {
+    float temperature; // >= 0
+    int top_k;         // >= 0
+    float top_p;       // (0, 1]
+    uint64_t seed;
+} sampler_options;
+// Checks the options (a bad one is an error naming the flag's value range).
+gt_status sampler_new(sampler **s, const sampler_options *o, int vocab, gt_error *err);
+void sampler_free(sampler *s);
+// The next token from logits (V); logits is left unchanged.
+int32_t sampler_sample(sampler *s, const float *logits);
+int32_t sampler_argmax(const float *logits, int V);
+
 #endif
