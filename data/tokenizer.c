@@ -28,14 +28,18 @@
 #include <zlib.h>
 
 #define NO_TOKEN UINT32_MAX
-#define TOK_MAX_IDS (1 << 21) // ids above this are refused (o200k_harmony has 201088)
+#define TOK_MAX_IDS ((1 << 21) - 1) // ids from here on are refused (o200k_harmony has 201088)
+#define ID_MASK ((1u << 21) - 1)     // the id bits of a bytes_slot
 
 enum { ID_VOCAB = 1, ID_ADDED = 2, ID_SPECIAL = 4 };
 
-// Byte string -> id. Open addressing, linear probing; the key of a slot is the bytes of its id.
+// Byte string -> id. Open addressing, linear probing; the key of a slot is the bytes of its id. A slot
+// also holds the key's length (capped), so that a probe reads the token's bytes only on a likely hit.
+#define SLOT_EMPTY UINT32_MAX
+#define SLOT_LEN_CAP 2047u // lengths from here on are checked against tok_len
 typedef struct bytes_slot {
-    uint32_t hash; // low 32 bits of the 64-bit hash
-    int32_t id;    // -1: empty
+    uint32_t hash;  // low 32 bits of the 64-bit hash
+    uint32_t idlen; // id | min(len, SLOT_LEN_CAP) << 21; SLOT_EMPTY: empty
 } bytes_slot;
 typedef struct bytes_map {
     bytes_slot *slots;
@@ -43,16 +47,22 @@ typedef struct bytes_map {
 } bytes_map;
 
 // (left id, right id) -> (rank, merged id).
+typedef struct merge_val {
+    int32_t rank, merged;
+} merge_val;
 typedef struct pair_slot {
     uint64_t key; // left << 32 | right; PAIR_EMPTY: empty
-    int32_t rank;
-    int32_t merged;
+    merge_val v;
 } pair_slot;
 #define PAIR_EMPTY UINT64_MAX
+// Most lookups of the merge loop ask for a pair that has no merge. The filter, one bit per hash of a
+// pair (16 bits per entry, so ~6% false positives, 1 MiB for o200k), answers most of them from cache.
 typedef struct pair_map {
     pair_slot *slots;
     size_t mask;
     size_t n;
+    uint64_t *filter;
+    int filter_shift; // 64 - log2(filter bits)
 } pair_map;
 
 struct tokenizer {
@@ -69,6 +79,8 @@ struct tokenizer {
     bytes_map vocab;    // model vocabulary (not the added tokens)
     bytes_map added;    // added tokens by content
     pair_map merges;
+    merge_val *byte_pairs;       // (256 * 256) merges of two single-byte tokens (rank -1: none), by bytes;
+                                 // every initial pair is one, and this 512 KiB table stays in cache
     uint8_t added_first[2][256]; // [allow_special] first bytes of the added tokens that may match
     size_t added_lens[64];       // distinct lengths of the added tokens, longest first
     int n_added_lens;
@@ -98,8 +110,10 @@ static uint64_t hash_bytes(const unsigned char *p, size_t n) {
 
 static uint64_t hash_pair(uint64_t key) {
     key *= 0x9e3779b97f4a7c15ull;
-    return key ^ (key >> 31);
+    return key ^ (key >> 29);
 }
+
+static uint64_t hash_pair_filter(uint64_t key) { return key * 0xd6e8feb86659fd93ull; } // use the high bits
 
 static size_t table_size_for(size_t n) { // power of two, load factor <= 1/2
     size_t sz = 16;
@@ -110,17 +124,22 @@ static size_t table_size_for(size_t n) { // power of two, load factor <= 1/2
 static void bytes_map_init(bytes_map *m, size_t n) {
     size_t sz = table_size_for(n);
     m->slots = xmalloc(sz * sizeof *m->slots);
-    for (size_t i = 0; i < sz; i++) m->slots[i].id = -1;
+    for (size_t i = 0; i < sz; i++) m->slots[i].idlen = SLOT_EMPTY;
     m->mask = sz - 1;
+}
+
+static inline int slot_holds(const tokenizer *t, const bytes_slot *s, uint32_t h, const unsigned char *p, size_t n) {
+    uint32_t id = s->idlen & ID_MASK, len = s->idlen >> 21;
+    return s->hash == h && len == (n < SLOT_LEN_CAP ? n : SLOT_LEN_CAP) && (n < SLOT_LEN_CAP || t->tok_len[id] == n) &&
+           memcmp(t->bytes + t->tok_off[id], p, n) == 0;
 }
 
 static int32_t bytes_map_get(const tokenizer *t, const bytes_map *m, const unsigned char *p, size_t n) {
     uint64_t h = hash_bytes(p, n);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const bytes_slot *s = &m->slots[i];
-        if (s->id < 0) return -1;
-        if (s->hash == (uint32_t)h && t->tok_len[s->id] == n && memcmp(t->bytes + t->tok_off[s->id], p, n) == 0)
-            return s->id;
+        if (s->idlen == SLOT_EMPTY) return -1;
+        if (slot_holds(t, s, (uint32_t)h, p, n)) return (int32_t)(s->idlen & ID_MASK);
     }
 }
 
@@ -131,13 +150,12 @@ static int32_t bytes_map_put(const tokenizer *t, bytes_map *m, int32_t id) {
     uint64_t h = hash_bytes(p, n);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         bytes_slot *s = &m->slots[i];
-        if (s->id < 0) {
-            s->id = id;
+        if (s->idlen == SLOT_EMPTY) {
+            s->idlen = (uint32_t)id | (uint32_t)(n < SLOT_LEN_CAP ? n : SLOT_LEN_CAP) << 21;
             s->hash = (uint32_t)h;
             return id;
         }
-        if (s->hash == (uint32_t)h && t->tok_len[s->id] == n && memcmp(t->bytes + t->tok_off[s->id], p, n) == 0)
-            return s->id;
+        if (slot_holds(t, s, (uint32_t)h, p, n)) return (int32_t)(s->idlen & ID_MASK);
     }
 }
 
@@ -147,13 +165,41 @@ static void pair_map_init(pair_map *m, size_t n) {
     for (size_t i = 0; i < sz; i++) m->slots[i].key = PAIR_EMPTY;
     m->mask = sz - 1;
     m->n = 0;
+    m->filter = NULL;
 }
 
-static inline const pair_slot *pair_map_get(const pair_map *m, int32_t left, int32_t right) {
-    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+static inline uint64_t pair_key(int32_t left, int32_t right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
+
+// Fills the filter (for maps too large for the cache); after this the map is read-only.
+static void pair_map_seal(pair_map *m) {
+    if ((m->mask + 1) * sizeof *m->slots <= (1 << 20)) return;
+    int bits = 12;
+    while (((size_t)1 << bits) < 16 * m->n) bits++;
+    m->filter = xcalloc((size_t)1 << (bits - 6), sizeof *m->filter);
+    m->filter_shift = 64 - bits;
+    for (size_t i = 0; i <= m->mask; i++)
+        if (m->slots[i].key != PAIR_EMPTY) {
+            uint64_t f = hash_pair_filter(m->slots[i].key) >> m->filter_shift;
+            m->filter[f >> 6] |= 1ull << (f & 63);
+        }
+}
+
+// 0: the pair has no merge for sure; 1: maybe.
+static inline int pair_map_maybe(const pair_map *m, uint64_t key) {
+    uint64_t f = hash_pair_filter(key) >> m->filter_shift;
+    return (int)(m->filter[f >> 6] >> (f & 63) & 1);
+}
+
+static inline void pair_map_prefetch(const pair_map *m, uint64_t key) {
+    if (m->filter && pair_map_maybe(m, key)) __builtin_prefetch(&m->slots[hash_pair(key) & m->mask]);
+}
+
+static inline const merge_val *pair_map_get(const pair_map *m, int32_t left, int32_t right) {
+    uint64_t key = pair_key(left, right);
+    if (m->filter && !pair_map_maybe(m, key)) return NULL;
     for (size_t i = hash_pair(key) & m->mask;; i = (i + 1) & m->mask) {
         const pair_slot *s = &m->slots[i];
-        if (s->key == key) return s;
+        if (s->key == key) return &s->v;
         if (s->key == PAIR_EMPTY) return NULL;
     }
 }
@@ -163,21 +209,21 @@ static inline const pair_slot *pair_map_get(const pair_map *m, int32_t left, int
 static void pair_map_put(pair_map *m, int32_t left, int32_t right, int32_t rank, int32_t merged) {
     if (2 * (m->n + 1) > m->mask + 1) {
         pair_map old = *m;
-        pair_map_init(m, 2 * (old.mask + 1));
+        pair_map_init(m, old.mask + 1); // twice the slots
         for (size_t i = 0; i <= old.mask; i++)
             if (old.slots[i].key != PAIR_EMPTY)
                 pair_map_put(m, (int32_t)(old.slots[i].key >> 32), (int32_t)(uint32_t)old.slots[i].key,
-                             old.slots[i].rank, old.slots[i].merged);
+                             old.slots[i].v.rank, old.slots[i].v.merged);
         free(old.slots);
     }
-    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    CHECK(!m->filter);
+    uint64_t key = pair_key(left, right);
     for (size_t i = hash_pair(key) & m->mask;; i = (i + 1) & m->mask) {
         pair_slot *s = &m->slots[i];
         if (s->key == PAIR_EMPTY || s->key == key) {
             if (s->key == PAIR_EMPTY) m->n++;
             s->key = key;
-            s->rank = rank;
-            s->merged = merged;
+            s->v = (merge_val){rank, merged};
             return;
         }
     }
@@ -201,6 +247,8 @@ void tokenizer_free(tokenizer *t) {
     free(t->vocab.slots);
     free(t->added.slots);
     free(t->merges.slots);
+    free(t->merges.filter);
+    free(t->byte_pairs);
     pcre2_code_free(t->re);
     free(t);
 }
@@ -291,6 +339,18 @@ static gt_status tok_compile_pattern(tokenizer *t, const char *pattern, const ch
     int rc = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE);
     if (rc != 0) log_debug("%s: PCRE2 JIT unavailable (%d); the regex runs interpreted", what, rc);
     return GT_OK;
+}
+
+// Seals the merge table and fills the byte-pair table: a copy of the merges whose sides are both
+// single-byte tokens.
+static void tok_index_merges(tokenizer *t) {
+    pair_map_seal(&t->merges);
+    t->byte_pairs = xmalloc(256 * 256 * sizeof *t->byte_pairs);
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++) {
+            const merge_val *p = pair_map_get(&t->merges, t->byte_id[a], t->byte_id[b]);
+            t->byte_pairs[a << 8 | b] = p ? *p : (merge_val){-1, -1};
+        }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -521,8 +581,10 @@ gt_status tokenizer_load_hf_json(tokenizer **out, const char *json, size_t len, 
         t->ignore_merges = json_flag(model, "ignore_merges");
         if ((st = hf_vocab(t, vocab, cp_to_byte, buf, what, err)) == GT_OK &&
             (st = hf_added_tokens(t, root, what, err)) == GT_OK && (st = tok_index(t, what, err)) == GT_OK &&
-            (st = hf_merges(t, merges, cp_to_byte, buf, what, err)) == GT_OK)
+            (st = hf_merges(t, merges, cp_to_byte, buf, what, err)) == GT_OK) {
+            tok_index_merges(t);
             st = tok_compile_pattern(t, pattern, what, err);
+        }
     }
     free(buf);
     json_decref(root);
@@ -666,6 +728,7 @@ gt_status tokenizer_load_tiktoken(tokenizer **out, const char *ranks_path, const
     }
     if (st == GT_OK && (st = tok_index(t, ranks_path, err)) == GT_OK) {
         tiktoken_pairs(t);
+        tok_index_merges(t);
         st = tok_compile_pattern(t, pattern, ranks_path, err);
     }
     if (st != GT_OK) {
@@ -714,7 +777,7 @@ typedef struct encoder {
     size_t n_heap;
 } encoder;
 
-static void heap_push(encoder *e, int32_t pos, const pair_slot *p, int32_t left, int32_t right) {
+static void heap_push(encoder *e, int32_t pos, const merge_val *p, int32_t left, int32_t right) {
     merge_entry x = {(uint64_t)(uint32_t)p->rank << 32 | (uint32_t)pos, left, right, p->merged};
     size_t i = e->n_heap++;
     while (i > 0) {
@@ -741,9 +804,16 @@ static merge_entry heap_pop(encoder *e) {
     return top;
 }
 
-static void try_pair(encoder *e, int32_t i, int32_t j) {
-    const pair_slot *p = pair_map_get(&e->t->merges, e->sym[i], e->sym[j]);
-    if (p) heap_push(e, i, p, e->sym[i], e->sym[j]);
+// Symbol i starts at byte i of the piece p[0..n), so it is a single byte when its successor is i + 1.
+static void try_pair(encoder *e, const unsigned char *p, int32_t n, int32_t i, int32_t j) {
+    const merge_val *m;
+    if (j == i + 1 && (j == n - 1 || e->next[j] == j + 1)) {
+        m = &e->t->byte_pairs[p[i] << 8 | p[j]];
+        if (m->rank < 0) return;
+    } else if (!(m = pair_map_get(&e->t->merges, e->sym[i], e->sym[j]))) {
+        return;
+    }
+    heap_push(e, i, m, e->sym[i], e->sym[j]);
 }
 
 // One pre-tokenized piece p[0..n) -> tokens. O(n log n): each merge pushes at most two heap entries.
@@ -774,7 +844,7 @@ static void encode_piece(encoder *e, const unsigned char *p, size_t n) {
         e->next[i] = i + 1 < m ? i + 1 : -1;
     }
     e->n_heap = 0;
-    for (int32_t i = 0; i + 1 < m; i++) try_pair(e, i, i + 1);
+    for (int32_t i = 0; i + 1 < m; i++) try_pair(e, p, m, i, i + 1);
     while (e->n_heap) {
         merge_entry x = heap_pop(e);
         int32_t i = (int32_t)(uint32_t)x.key, j = e->next[i];
@@ -783,8 +853,12 @@ static void encode_piece(encoder *e, const unsigned char *p, size_t n) {
         e->sym[j] = -1;
         e->next[i] = e->next[j];
         if (e->next[j] >= 0) e->prev[e->next[j]] = i;
-        if (e->prev[i] >= 0) try_pair(e, e->prev[i], i);
-        if (e->next[i] >= 0) try_pair(e, i, e->next[i]);
+        int32_t a = e->prev[i], b = e->next[i];
+        // the two lookups are independent: start both memory loads before using either
+        if (a >= 0) pair_map_prefetch(&t->merges, pair_key(e->sym[a], x.merged));
+        if (b >= 0) pair_map_prefetch(&t->merges, pair_key(x.merged, e->sym[b]));
+        if (a >= 0) try_pair(e, p, m, a, i);
+        if (b >= 0) try_pair(e, p, m, i, b);
     }
     for (int32_t i = 0; i >= 0; i = e->next[i]) token_buf_push(e->out, e->sym[i]);
 }

@@ -205,9 +205,9 @@ static void test_arbitrary_bytes(const tokenizer *tok) {
     }
 }
 
-// Long runs: a piece of a million bytes goes through the merge loop (no whole-vocab hit) in O(n log n).
+// Long runs: a piece of 256 KiB goes through the merge loop (no whole-vocab hit) in O(n log n).
 static void test_long_runs(const tokenizer *tok) {
-    size_t n = 1 << 20;
+    size_t n = 1 << 18;
     char *s = malloc(n);
     const char *fills[] = {" ", "a", "\xe6\x9d\xb1", "9", "\n \t"};
     for (int f = 0; f < 5; f++) {
@@ -220,8 +220,8 @@ static void test_long_runs(const tokenizer *tok) {
         EXPECT(tokenizer_encode(tok, s, len, 1, &ids, &err) == GT_OK, "long run %d: %s", f, err.msg);
         double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
         expect_roundtrip(tok, "long run", s, len, &ids);
-        // A quadratic loop would take minutes here; 10 s leaves room for sanitizer builds.
-        EXPECT(secs < 10, "long run %d took %.1f s", f, secs);
+        // A quadratic loop would take minutes here; 5 s leaves room for sanitizer builds and a busy machine.
+        EXPECT(secs < 5, "long run %d took %.1f s", f, secs);
         token_buf_free(&ids);
     }
     free(s);
