@@ -5,10 +5,12 @@
 // overrides in order, then validation) and print it as a table; stop there with --dry-run; check the run
 // directory (out_dir/name; an existing one needs --resume or --overwrite); find the base model and a hub
 // dataset in the local cache; only then create the run directory and write config.resolved.yaml; then
-// train (the training loop plugs in at TRAINING below).
+// train (trainer/train.c: train_run_main). --overwrite first removes what the old run wrote
+// (train_run_dir_clear); --resume continues from the run's newest complete checkpoint.
 //
 // Hidden: `gptoss train --schema-markdown` prints the config schema as Markdown (configs/README.md).
-// Exit codes: 0 ok, 1 config/run-directory/model problem, 2 usage error or training not implemented.
+// Exit codes: 0 ok, 1 config/run-directory/model/data/training problem, 2 usage error, 130/143 stopped by
+// SIGINT/SIGTERM after writing a checkpoint (128 + the signal, as a shell reports a killed command).
 #include "cli/cli.h"
 #include "trainer/trainer.h"
 
@@ -113,6 +115,9 @@ static int train_main(const train_args *a) {
     int rc = 1;
     char *run_dir = NULL, *saved = NULL;
     char model_dir[4096], data_path[4096];
+    data_options data;
+    cli_data data_own;
+    int have_data = 0;
 
     if (run_config_resolve(&cfg, a->config, a->sets, a->n_sets, &err)) {
         fprintf(stderr, "gptoss train: %s\n", err.msg);
@@ -142,9 +147,13 @@ static int train_main(const train_args *a) {
         goto done;
     }
 
+    if (cli_data_resolve("train", &cfg, &data, &data_own)) goto done;
+    have_data = 1;
+
     if (!a->resume) {
         saved = fs_join(run_dir, "config.resolved.yaml");
-        if (fs_mkdirs(run_dir, &err) || run_config_write_yaml(&cfg, saved, &err)) {
+        if ((a->overwrite && fs_exists(run_dir) && train_run_dir_clear(run_dir, &err)) || fs_mkdirs(run_dir, &err) ||
+            run_config_write_yaml(&cfg, saved, &err)) {
             fprintf(stderr, "gptoss train: %s\n", err.msg);
             goto done;
         }
@@ -152,12 +161,17 @@ static int train_main(const train_args *a) {
     printf("run directory: %s\nmodel: %s\ndata: %s\n", run_dir, model_dir, data_path);
     fflush(stdout);
 
-    // TRAINING: the training loop (issue 5) starts here with cfg, run_dir, model_dir, data_path and
-    // a->resume (NULL for a new run).
-    fprintf(stderr, "gptoss train: training is not implemented yet\n");
-    rc = 2;
+    // TRAINING
+    train_run tr = {.cfg = &cfg, .run_dir = run_dir, .model_dir = model_dir, .data = &data, .resume = a->resume != NULL};
+    train_result res;
+    if (train_run_main(&tr, &res, &err)) {
+        fprintf(stderr, "gptoss train: %s\n", err.msg);
+        goto done;
+    }
+    rc = res.signal ? 128 + res.signal : 0;
 
 done:
+    if (have_data) cli_data_free(&data_own);
     free(run_dir);
     free(saved);
     run_config_free(&cfg);

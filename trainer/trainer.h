@@ -6,7 +6,10 @@
 #define GPTOSS_TRAINER_H
 
 #include "core/core.h"
+#include "data/data.h"
+#include "lora/lora.h"
 #include "model/model.h"
+#include "optim/optim.h"
 
 #include <stdbool.h>
 
@@ -176,5 +179,152 @@ gt_status run_config_write_yaml(const run_config *cfg, const char *path, gt_erro
 int run_config_diff(const run_config *a, const run_config *b, char *out, size_t size);
 // The schema as Markdown (configs/README.md is exactly this output).
 void run_config_schema_markdown(FILE *f);
+
+// ---------------------------------------------------------------------------------------------------
+// Training (trainer/train.c: the loop; checkpoint.c: checkpoints and resume; metrics.c: metrics.jsonl
+// and loss.svg; progress.c: the progress bar and log lines).
+//
+// One optimizer step = grad_accum micro-batches of batch_size packed rows (fewer at the end of an
+// epoch: a step never crosses an epoch). The rows of a micro-batch go through the model as one batch,
+// back to back without padding (attention never crosses rows: each row's documents get their own
+// document numbers). The loss of a step is the sum of -log p over every target token of ALL its
+// micro-batches divided by the total target-token count of the step (counted before the forward, so
+// each backward is scaled by 1/N): every trained token weighs the same, however the tokens fall into
+// micro-batches, as transformers' Trainer does with num_items_in_batch.
+//
+// Randomness: the LoRA init is a function of lora.init_seed; the data order of epoch e is a function of
+// (data seed, e) only (data_epoch_order); dropout is 0. So the random state of a run is its seeds plus
+// the data cursor (epoch, index into that epoch's order), and a checkpoint holding those continues the
+// run bit for bit.
+//
+// Run directory (DESIGN.md): config.resolved.yaml (cli/train.c), train.log, metrics.jsonl, loss.svg,
+// checkpoints/step-N/, adapter/ (the final adapter in PEFT's format), .lock (flock'ed while a run uses it).
+//
+// Test hook: the environment variable GPTOSS_TEST_INJECT_NAN_STEP=N sets one gradient element to NaN in
+// optimizer step N (1-based) after its backward, to test train.nan_policy. Nothing else reads it.
+
+// What cli/train.c hands the loop.
+typedef struct train_run {
+    const run_config *cfg;
+    const char *run_dir;       // exists; config.resolved.yaml is written
+    const char *model_dir;     // the resolved base model directory
+    const data_options *data;  // the resolved data pipeline (cli_data_resolve)
+    int resume;                // continue from the newest complete checkpoint of run_dir
+} train_run;
+
+typedef struct train_result {
+    int64_t steps;          // optimizer steps completed (applied or skipped)
+    int64_t skipped;        // steps skipped for a NaN/Inf loss or gradient
+    double loss;            // the last step's loss (NaN before the first)
+    double val_loss;        // the last evaluation's mean token loss (NaN when none)
+    int signal;             // SIGINT/SIGTERM that stopped the run (a checkpoint was written), else 0
+    char checkpoint[4096];  // the newest complete checkpoint ("" when none)
+} train_result;
+
+// Trains per r (device cpu; cuda is refused until the CUDA trainer exists; auto means cpu). Installs
+// SIGINT/SIGTERM handlers for its duration: a signal finishes the current step, writes a checkpoint and
+// returns GT_OK with res->signal set (a second signal kills at once). Errors: bad data or model,
+// device, a checkpoint that cannot be written (the last complete one stays), NaN under nan_policy stop.
+gt_status train_run_main(const train_run *r, train_result *res, gt_error *err);
+
+// --overwrite: removes what a run writes in run_dir (config.resolved.yaml, train.log, metrics.jsonl,
+// loss.svg, checkpoints/, adapter/) and nothing else.
+gt_status train_run_dir_clear(const char *run_dir, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Checkpoints (trainer/checkpoint.c)
+//
+// checkpoints/step-N/ (N: optimizer steps completed, zero-padded to 8 digits so names sort) holds
+//   adapter_config.json + adapter_model.safetensors  the adapter in PEFT's format (gptoss export reads it)
+//   state.bin     magic "GPTOSSCK", version, header size, file size, CRC-32, the ckpt_state fields,
+//                 then every LoRA parameter (fp32, the adapter arena as is) and the optimizer state
+//                 (optim_serialize); little-endian
+//   COMPLETE      JSON manifest: format, version, step, and each file's size and CRC-32
+// Written as step-N.tmp/ (each file fsynced), the directory fsynced, renamed to step-N, the parent
+// fsynced, then COMPLETE written (atomically). A step-N without COMPLETE is unfinished: never read,
+// removed by the next write. A failure leaves every complete checkpoint as it was.
+typedef struct ckpt_state {
+    int64_t step;           // optimizer steps completed
+    uint64_t epoch, index;  // data cursor: the next row is order(epoch)[index]
+    uint64_t data_seed;     // seed of the data order (data_options.seed)
+    uint64_t init_seed;     // seed of the LoRA init
+    uint64_t n_train_rows;  // packed training rows: a resume on other data is refused
+    uint64_t tokens_seen;   // training tokens (not padding) so far
+    int64_t skipped;        // steps skipped for NaN/Inf
+    int64_t last_eval_step; // -1: none yet
+    double train_seconds;   // wall time spent training so far
+} ckpt_state;
+
+// Writes checkpoints/step-<s->step>/ under run_dir (keeping an existing complete one of that step,
+// which holds the same values) and then removes unfinished checkpoints and all but the newest
+// keep_last complete ones (0: keep all). out (size out_size) gets the checkpoint's path.
+gt_status ckpt_write(const char *run_dir, const ckpt_state *s, const lora_adapter *la, const optim *opt,
+                     const char *base_model, int keep_last, char *out, size_t out_size, gt_error *err);
+// The newest complete checkpoint of run_dir into path; GT_ENOTFOUND when there is none.
+gt_status ckpt_find_latest(const char *run_dir, char *path, size_t path_size, int64_t *step, gt_error *err);
+// Checks the manifest against the files (sizes, CRC-32) and reads state.bin into s, la's parameters
+// and opt (which must have been made for the same LoRA config and optimizer). Errors name the file.
+gt_status ckpt_read(const char *ckpt_dir, ckpt_state *s, lora_adapter *la, optim *opt, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Metrics (trainer/metrics.c): runs/NAME/metrics.jsonl, one JSON object a line:
+//   {"type": "train", "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "time_s"}
+//   {"type": "skip", "step", "reason"}                     a NaN/Inf step that was not applied
+//   {"type": "eval", "step", "val_loss", "val_tokens"}
+// and loss.svg, the curves of train and validation loss, drawn by our own small SVG writer.
+typedef struct metrics_step {
+    int64_t step; // 1-based optimizer step
+    uint64_t epoch;
+    double loss, lr, grad_norm, tokens_per_s, time_s;
+    uint64_t tokens;
+} metrics_step;
+
+typedef struct train_metrics {
+    FILE *f; // metrics.jsonl, appended to
+    char *path, *svg_path;
+    int64_t *steps, *eval_steps; // the curves, also reloaded on resume
+    double *loss, *eval_loss;
+    size_t n, n_eval, cap, cap_eval;
+} train_metrics;
+
+// Opens run_dir/metrics.jsonl. keep_until >= 0 (resume): lines of steps after keep_until are dropped
+// (those steps run again) and the curves reloaded from the rest; keep_until < 0: a new, empty file.
+gt_status metrics_open(train_metrics *m, const char *run_dir, int64_t keep_until, gt_error *err);
+gt_status metrics_log_step(train_metrics *m, const metrics_step *s, gt_error *err);
+gt_status metrics_log_skip(train_metrics *m, int64_t step, const char *reason, gt_error *err);
+gt_status metrics_log_eval(train_metrics *m, int64_t step, double val_loss, uint64_t val_tokens, gt_error *err);
+// Rewrites loss.svg from the curves (x from 0 to max(total_steps, last step)).
+gt_status metrics_plot(const train_metrics *m, const char *title, int64_t total_steps, gt_error *err);
+void metrics_close(train_metrics *m);
+
+// The SVG itself: a train curve (n points) and an eval curve (n_eval points) on shared axes.
+char *loss_plot_svg(const char *title, const int64_t *steps, const double *loss, size_t n, const int64_t *eval_steps,
+                    const double *eval_loss, size_t n_eval, int64_t x_max);
+
+// ---------------------------------------------------------------------------------------------------
+// Progress (trainer/progress.c): a one-line bar redrawn on stderr when it is a terminal (step/total,
+// loss, lr, grad norm, tokens/s, ETA, resident memory), else one plain line every `every` steps; every
+// line also goes to train.log (when open).
+typedef struct progress {
+    int bar;               // draw the bar (stderr is a terminal or log.progress: on)
+    int every;             // plain line every this many steps
+    int64_t total, start;  // total steps, the step the run (re)started at
+    double t_start;        // monotonic seconds at progress_init
+    int drawn;             // a bar line is on screen
+    FILE *log;             // train.log or NULL
+} progress;
+
+typedef struct progress_info {
+    int64_t step;
+    double loss, lr, grad_norm, tokens_per_s;
+} progress_info;
+
+void progress_init(progress *p, int bar, int every, int64_t total, int64_t start, FILE *log);
+void progress_step(progress *p, const progress_info *in);
+// A message line (the bar, if drawn, is cleared first and redrawn by the next step).
+void progress_printf(progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void progress_end(progress *p);
+double progress_now(void);        // monotonic seconds
+size_t progress_rss_bytes(void);  // resident set size of this process, 0 when unknown
 
 #endif
