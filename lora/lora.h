@@ -87,4 +87,17 @@ gt_status lora_peft_read_tensors(lora_adapter *la, const char *path, int into_gr
 // with the other half's B rows zero: the same forward, but a re-import targets both halves.
 gt_status lora_peft_save(const lora_adapter *la, const char *dir, const char *base_model, gt_error *err);
 
+// ---------------------------------------------------------------------------------------------------
+// Merge (lora/merge.c): folds an adapter into a loaded model, W += scale * (B A) for every targeted
+// projection, as PEFT's merge_and_unload does (delta = (B @ A) * scaling).
+//   - q, k, v, o: the model's fp32 weights, in place.
+//   - experts: every expert weight is dequantized to fp32, gets its delta (gate: even rows of gate_up,
+//     up: odd rows, down), and is stored as expert_fmt: WF_F32 (exact up to fp32 rounding), WF_BF16
+//     (kept 16-bit: the sum rounded to bf16), or WF_MXFP4 / WF_NF4 (requantized: the delta is partly lost
+//     to 4-bit rounding). Untargeted experts already in expert_fmt are left as they are; others convert.
+//     The new storage is owned by the model (model_free frees it); m->expert_format becomes expert_fmt.
+// The adapter must have been made for this model's shapes (else GT_EINVAL naming the mismatch).
+// After merging, run the model with lora = NULL.
+gt_status lora_merge(model *m, const lora_adapter *la, wformat expert_fmt, gt_error *err);
+
 #endif
