@@ -199,7 +199,7 @@ def main():
     for name, path in vocabs:
         print(f"{name}: {path}")
         ids_path = os.path.join(WORK, "ids.bin")
-        c = json.loads(subprocess.check_output([driver, path, corpus, ids_path, "3"]))
+        c = json.loads(subprocess.check_output([driver, path, corpus, ids_path, "5"]))
         import array
         flat = array.array("i")
         with open(ids_path, "rb") as f:
@@ -208,14 +208,14 @@ def main():
 
         hf = Tokenizer.from_file(path)
         hf.encode_special_tokens = True  # ordinary text, like the C side's allow_special = 0
-        hf_s, hf_ids = best_of(lambda: [hf.encode(d).ids for d in docs])
+        hf_s, hf_ids = best_of(lambda: [hf.encode(d).ids for d in docs], 5)
         ok &= compare(f"HF tokenizers {tokenizers.__version__}", c_ids, hf_ids, docs)
         row = {"vocab": name, "c_mb_s": c["mb_per_s"], "hf_mb_s": n_bytes / hf_s / 1e6, "tokens": c["tokens"],
                "c_load_s": c["load_seconds"]}
         if "o200k" in name:
             import tiktoken
             enc, _ = fx.o200k_encoding()
-            tt_s, tt_ids = best_of(lambda: [enc.encode_ordinary(d) for d in docs])
+            tt_s, tt_ids = best_of(lambda: [enc.encode_ordinary(d) for d in docs], 5)
             ok &= compare(f"tiktoken {tiktoken.__version__}", c_ids, tt_ids, docs)
             row["tiktoken_mb_s"] = n_bytes / tt_s / 1e6
         rows.append(row)
