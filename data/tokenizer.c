@@ -13,6 +13,9 @@
 //     generated from tiktoken ranks, so there both rules agree),
 //   - tiktoken: rank = the rank of the concatenated token (tiktoken's rule), one entry for every way of
 //     cutting a token into two tokens.
+// The merge loop is a min-heap of (rank, position) over a linked list of symbols: O(n log n) per piece,
+// scratch reused across pieces. Lookups of byte-byte pairs (all initial pairs) go to a 256x256 table; the
+// large merge table (446k entries for o200k) sits behind a bit filter (bench/NOTES.md has the numbers).
 //
 // Invariants after load (the tokenizer is immutable; encode/decode from several threads is safe):
 //   - ids 0 .. n_ids-1; id i has bytes tok_off[i], tok_len[i] unless tok_len[i] == NO_TOKEN (a hole);
