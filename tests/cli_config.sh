@@ -64,7 +64,7 @@ for c in tiny multilingual; do
     [ -z "$(ls -A "$tmp/work")" ] || fail "--dry-run wrote: $(ls -A "$tmp/work")"
     cd "$src"
 done
-has dry_multilingual.out "optim.schedule                   cosine_with_min_lr"
+has dry_multilingual.out "optim.schedule                   cosine"
 has dry_tiny.out "device.type                      cpu"
 
 # 4. gptoss-train is the same binary under another name.
