@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GPTOSS_FUZZ_DEPS=1 bash scripts/deps.sh
 jobs=$(nproc)
+# ctest runs tests side by side: OpenMP threads sleep instead of spinning at barriers, so parallel
+# tests don't starve each other on a small machine.
+export OMP_WAIT_POLICY=PASSIVE
 
 echo "== release build + tests"
 bash scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DGPTOSS_WERROR=ON
