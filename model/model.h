@@ -300,9 +300,10 @@ void cpu_lora_backward(float *dx, float *dz, const float *dy, const float *x, co
 // skipped (loss 0). lse (T) keeps log-sum-exp of each target row for the backward.
 void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
                     int V);
-// dh (T, D) = g * d/dh of sum(loss): (softmax - onehot) w per target row, 0 elsewhere.
-void cpu_ce_backward(float *dh, const float *h, const float *w, const int32_t *targets, const double *lse, int T,
-                     int D, int V, float g);
+// The same loss and lse, and in the same pass dh (T, D) = g * d/dh of sum(loss) = g (softmax - onehot) w
+// per target row, 0 elsewhere.
+void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h, const float *w,
+                             const int32_t *targets, int T, int D, int V, float g);
 
 // ===================================================================================================
 // Decoding (model/cpu/decode.c, model/sample.c): generation with a KV cache, and token sampling.

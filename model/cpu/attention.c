@@ -39,7 +39,8 @@ void cpu_attention_forward(float *out, float *stat_max, float *stat_den, const f
                            const float *v, const float *sinks, const int32_t *doc, cpu_attn_dims d) {
     const int T = d.T, H = d.H, KVH = d.KVH, HD = d.HD, group = H / KVH;
     const float scale = attn_scale(HD);
-#pragma omp parallel
+    const size_t work = (size_t)T * H * HD * (d.window ? d.window : T);
+#pragma omp parallel if (work >= CPU_PAR_MIN)
     {
         float *s = xmalloc((size_t)T * sizeof(float)); // scores of one query row
 #pragma omp for schedule(dynamic, 4) collapse(2)
@@ -76,12 +77,13 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
     (void)sinks; // enters only through stat_max/stat_den
     const int T = d.T, H = d.H, KVH = d.KVH, HD = d.HD, group = H / KVH;
     const float scale = attn_scale(HD);
+    const size_t work = (size_t)T * H * HD * (d.window ? d.window : T);
     float *Dt = xmalloc((size_t)T * H * sizeof(float)); // (T, H) dout . out
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (work >= CPU_PAR_MIN)
     for (int th = 0; th < T * H; th++) Dt[th] = cpu_dot(dout + (size_t)th * HD, out + (size_t)th * HD, HD);
 
     // dq: per query row.
-#pragma omp parallel for schedule(dynamic, 4) collapse(2)
+#pragma omp parallel for schedule(dynamic, 4) collapse(2) if (work >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
             size_t th = (size_t)t * H + h;
@@ -100,7 +102,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
     }
 
     // dk, dv: per key row of each kv head, over the queries that see it and the heads of its group.
-#pragma omp parallel for schedule(dynamic, 4) collapse(2)
+#pragma omp parallel for schedule(dynamic, 4) collapse(2) if (work >= CPU_PAR_MIN)
     for (int j = 0; j < T; j++) {
         for (int g = 0; g < KVH; g++) {
             size_t jg = (size_t)j * KVH + g;

@@ -300,11 +300,15 @@ static void lora_check_grads(const model *m, const model_lora *lora) {
 gt_status model_forward_backward(model_ws *ws, const model *m, model_lora *lora, const model_batch *b,
                                  float grad_scale, double *loss_sum, int64_t *n_targets, gt_error *err) {
     lora_check_grads(m, lora);
-    gt_status st = model_forward_loss(ws, m, lora, b, loss_sum, n_targets, NULL, err);
+    if (!b->targets) return gt_fail(err, GT_EINVAL, "model_forward_backward: the batch has no targets");
+    gt_status st = batch_check(ws, m, lora, b, err);
     if (st != GT_OK) return st;
     const model_config *c = &m->cfg;
     const int T = b->T, D = c->hidden;
-    cpu_ce_backward(ws->dtmp, ws->hn, m->lm_head, b->targets, ws->lse, T, D, c->vocab, grad_scale);
+    model_run(ws, m, lora, b);
+    cpu_ce_forward_backward(ws->lse, ws->tok_loss, ws->dtmp, ws->hn, m->lm_head, b->targets, T, D, c->vocab,
+                            grad_scale);
+    loss_sums(ws, b, loss_sum, n_targets, NULL);
     memset(ws->dh, 0, (size_t)T * D * sizeof(float));
     cpu_rmsnorm_backward(ws->dh, ws->dtmp, resid_at(ws, c->n_layers, T, D), m->norm, ws->rstd_f, T, D);
     for (int l = c->n_layers - 1; l >= 0; l--) {

@@ -4,12 +4,12 @@
 //             (PEFT: result + lora_B(lora_A(x)) * scaling; no dropout)
 //   backward: dB += scale dy^T z;  dz = scale dy B;  dA += dz^T x;  dx += dz A
 // y and dx accumulate (the base projection wrote them first); dA/dB accumulate across calls.
-#include "model/model.h"
+#include "model/cpu/ops.h"
 
 void cpu_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
                       float scale) {
     cpu_matmul(z, x, p->A, NULL, M, R, in, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * out * R >= CPU_PAR_MIN)
     for (int i = 0; i < M; i++) {
         const float *zi = z + (size_t)i * R;
         float *yi = y + (size_t)i * out;

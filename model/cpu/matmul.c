@@ -13,7 +13,7 @@
 
 void cpu_matmul(float *y, const float *x, const float *w, const float *b, int M, int N, int K, int accumulate) {
     int nblocks = (N + NBLOCK - 1) / NBLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * N * K >= CPU_PAR_MIN)
     for (int jb = 0; jb < nblocks; jb++) {
         int j0 = jb * NBLOCK, j1 = j0 + NBLOCK < N ? j0 + NBLOCK : N;
         for (int i = 0; i < M; i++) {
@@ -32,7 +32,7 @@ void cpu_matmul_dx(float *dx, const float *dy, const float *w, int M, int N, int
     int kblocks = (K + KBLOCK - 1) / KBLOCK;
     // Tasks are (column block, group of 4 rows): each row of w is loaded once per 4 rows of dy.
     int mgroups = (M + 3) / 4;
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel for schedule(static) collapse(2) if ((size_t)M * N * K >= CPU_PAR_MIN)
     for (int kb = 0; kb < kblocks; kb++) {
         for (int ig = 0; ig < mgroups; ig++) {
             int k0 = kb * KBLOCK, nk = K - k0 < KBLOCK ? K - k0 : KBLOCK;
@@ -58,7 +58,7 @@ void cpu_matmul_dx(float *dx, const float *dy, const float *w, int M, int N, int
 
 void cpu_matmul_dw(float *dw, const float *dy, const float *x, int M, int N, int K, float alpha) {
     int kblocks = (K + KBLOCK - 1) / KBLOCK;
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel for schedule(static) collapse(2) if ((size_t)M * N * K >= CPU_PAR_MIN)
     for (int j = 0; j < N; j++) {
         for (int kb = 0; kb < kblocks; kb++) {
             int k0 = kb * KBLOCK, nk = K - k0 < KBLOCK ? K - k0 : KBLOCK;

@@ -19,7 +19,7 @@
 static const float *moe_weight(const qmatrix *q, float *buf) {
     if (q->fmt == WF_F32) return q->f32;
     int blocks = (q->rows + DEQ_ROWS - 1) / DEQ_ROWS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)q->rows * q->cols >= CPU_PAR_MIN)
     for (int b = 0; b < blocks; b++) {
         int r0 = b * DEQ_ROWS, nr = q->rows - r0 < DEQ_ROWS ? q->rows - r0 : DEQ_ROWS;
         qmatrix_dequant_rows(q, r0, nr, buf + (size_t)r0 * q->cols);
@@ -56,7 +56,7 @@ static void moe_token_slots(const int32_t *slot_t, int K, int32_t *out) {
 }
 
 static void moe_gather(float *xs, const float *x, const int32_t *tok, int n, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * D >= CPU_PAR_MIN)
     for (int i = 0; i < n; i++) memcpy(xs + (size_t)i * D, x + (size_t)tok[i] * D, (size_t)D * sizeof(float));
 }
 
@@ -88,7 +88,7 @@ void cpu_moe_forward(float *out, const float *res, const float *x, const int32_t
         cpu_matmul(y, act, moe_weight(&L->down[e], s->wbuf), L->down_b + (size_t)e * D, n, D, I, 0);
         if (pd) cpu_lora_forward(y, a->zd + (size_t)p0 * R, act, pd, n, I, D, R, scale);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * K * D >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         int32_t order[K], kof[K];
         moe_token_slots(a->slot + (size_t)t * K, K, order);
@@ -113,7 +113,7 @@ void cpu_moe_backward(float *dx, float *dw, const float *dout, const float *x, c
     const model_layer *L = &m->layers[layer];
     const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, R = lora ? lora->rank : 0;
     const float scale = lora ? lora->scale : 0.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * K * D >= CPU_PAR_MIN)
     for (int tk = 0; tk < T * K; tk++) {
         int t = tk / K;
         dw[tk] = cpu_dot(dout + (size_t)t * D, a->y + (size_t)a->slot[tk] * D, D);
@@ -145,7 +145,7 @@ void cpu_moe_backward(float *dx, float *dw, const float *dout, const float *x, c
         if (pg) cpu_lora_backward(dxs, s->dz, s->dgate, s->xs, a->zg + (size_t)p0 * R, pg, n, D, I, R, scale);
         if (pu) cpu_lora_backward(dxs, s->dz, s->dup, s->xs, a->zu + (size_t)p0 * R, pu, n, D, I, R, scale);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * K * D >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         int32_t order[K];
         moe_token_slots(a->slot + (size_t)t * K, K, order);

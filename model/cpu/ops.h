@@ -5,6 +5,10 @@
 
 #include "model/model.h"
 
+// Loops with fewer multiply-adds than this run on one thread (a fork/join costs more). Threads never
+// change a result: every output element is reduced by one thread in a fixed order either way.
+#define CPU_PAR_MIN 32768
+
 // fp32 dot product in 8 lanes summed pairwise, then the tail: a fixed order, vectorizable.
 static inline float cpu_dot(const float *a, const float *b, int n) {
     float acc[8] = {0};

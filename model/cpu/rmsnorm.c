@@ -5,10 +5,10 @@
 //   dx_i += rstd * w_i dy_i - x_i * rstd^3 / D * sum_j w_j dy_j x_j
 #include <math.h>
 
-#include "model/model.h"
+#include "model/cpu/ops.h"
 
 void cpu_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int T, int D, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * D >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D;
         float *yt = y + (size_t)t * D;
@@ -22,7 +22,7 @@ void cpu_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, 
 
 void cpu_rmsnorm_backward(float *dx, const float *dy, const float *x, const float *w, const float *rstd, int T,
                           int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * D >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D, *dyt = dy + (size_t)t * D;
         float *dxt = dx + (size_t)t * D;

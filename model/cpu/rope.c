@@ -11,7 +11,7 @@
 // Positions are per document (the batch's pos); freqs = (float)pos * inv_freq in fp32.
 #include <math.h>
 
-#include "model/model.h"
+#include "model/cpu/ops.h"
 
 void cpu_rope_inv_freq(const model_config *cfg, float *inv_freq, float *attn_factor) {
     int dim = cfg->head_dim, half = dim / 2;
@@ -47,7 +47,7 @@ void cpu_rope_tables(const model_config *cfg, const int32_t *pos, int T, float *
     int half = cfg->head_dim / 2;
     float inv_freq[half], factor;
     cpu_rope_inv_freq(cfg, inv_freq, &factor);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * half >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < half; i++) {
             float f = (float)pos[t] * inv_freq[i];
@@ -60,7 +60,7 @@ void cpu_rope_tables(const model_config *cfg, const int32_t *pos, int T, float *
 // sign = +1 rotates forward, -1 applies the transpose (the backward of a rotation).
 static void rope_rotate(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD, float sign) {
     int half = HD / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * NH * HD >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
         for (int h = 0; h < NH; h++) {

@@ -7,10 +7,10 @@
 //   gives dlogit_k = w_k (dw_k - sum_j w_j dw_j) at the selected experts, 0 elsewhere.
 #include <math.h>
 
-#include "model/model.h"
+#include "model/cpu/ops.h"
 
 void cpu_router_forward(int32_t *sel, float *w, const float *logits, int T, int E, int K) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * E >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *lt = logits + (size_t)t * E;
         int32_t *st = sel + (size_t)t * K;
@@ -33,7 +33,7 @@ void cpu_router_forward(int32_t *sel, float *w, const float *logits, int T, int 
 }
 
 void cpu_router_backward(float *dlogits, const float *dw, const float *w, const int32_t *sel, int T, int E, int K) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * E >= CPU_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *wt = w + (size_t)t * K, *dwt = dw + (size_t)t * K;
         float *dl = dlogits + (size_t)t * E;

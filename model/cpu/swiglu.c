@@ -7,12 +7,12 @@
 //   dup   = dact g sig                                 if -limit < up < limit, else 0
 #include <math.h>
 
-#include "model/model.h"
+#include "model/cpu/ops.h"
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void cpu_swiglu_forward(float *act, const float *gate, const float *up, size_t n, float limit, float alpha) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i] > limit ? limit : gate[i]; // NaN passes through, as in torch
         float u = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
@@ -23,7 +23,7 @@ void cpu_swiglu_forward(float *act, const float *gate, const float *up, size_t n
 
 void cpu_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n,
                          float limit, float alpha) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i] > limit ? limit : gate[i]; // NaN passes through, as in torch
         float u = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
