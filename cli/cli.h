@@ -41,4 +41,22 @@ typedef struct cli_data {
 int cli_data_resolve(const char *cmd, const struct run_config *cfg, struct data_options *o, cli_data *owned);
 void cli_data_free(cli_data *owned);
 
+// ---------------------------------------------------------------------------------------------------
+#include <stddef.h>
+// cli/infer.c: what chat and export load, with the three mistakes caught before anything is loaded: an
+// adapter (or a training checkpoint, or a run directory) passed as the model, a model passed as the
+// adapter, and an adapter made for another base. Each prints "gptoss CMD: ..." saying what to pass
+// instead and returns 1; 0 on success.
+// --model: a model directory or hub name (hfcache_resolve) holding config.json -> dir.
+int cli_infer_model_dir(const char *cmd, const char *model_arg, char *dir, size_t size);
+// --adapter: a PEFT adapter directory, a checkpoint (checkpoints/step-N/) or a run directory (its
+// adapter/, else its newest complete checkpoint) -> dir.
+int cli_infer_adapter_dir(const char *cmd, const char *adapter_arg, char *dir, size_t size);
+// The adapter's base_model_name_or_path (adapter_config.json) into base (size; "" when null or absent).
+int cli_infer_adapter_base(const char *cmd, const char *adapter_dir, char *base, size_t size);
+// Refuses an adapter whose base_model_name_or_path names another model than --model (the same hub name,
+// or a path or hub name that resolves to the same directory, matches); ignore: only a warning.
+int cli_infer_check_base(const char *cmd, const char *adapter_dir, const char *model_arg, const char *model_dir,
+                         int ignore);
+
 #endif
