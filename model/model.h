@@ -297,7 +297,7 @@ void cpu_lora_backward(float *dx, float *dz, const float *dy, const float *x, co
 
 // loss.c: the LM head and cross-entropy over V in chunks with an online log-sum-exp, never a (T, V)
 // matrix. h (T, D) is the final-normed hidden state, w (V, D) the LM head. Rows with targets[t] < 0 are
-// skipped (loss 0). lse (T) keeps log-sum-exp of each target row for the backward.
+// skipped (loss 0). lse (T) gets each target row's log-sum-exp (written for target rows only).
 void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
                     int V);
 // The same loss and lse, and in the same pass dh (T, D) = g * d/dh of sum(loss) = g (softmax - onehot) w
