@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks a merged model written by `gptoss export --merged` with HF transformers + PEFT (tests/cli_export.sh).
 
-    check_merged_export.py --base DIR --adapter DIR --export DIR --data rows.jsonl --ours eval.json
+    check_merged_export.py --data rows.jsonl --case BASE,ADAPTER,EXPORT,OURS_EVAL_JSON [--case ...]
+
+(several cases in one run: torch and transformers take most of the time to import)
 
 1. transformers loads EXPORT as a plain GptOssForCausalLM (MXFP4 exports with Mxfp4Config(dequantize=True)),
    and HF's token-weighted mean next-token loss on the pre-tokenized rows equals ours (`gptoss eval --model
@@ -59,9 +61,19 @@ def mean_loss(model, rows):
 
 def main():
     ap = argparse.ArgumentParser()
-    for a in ("--base", "--adapter", "--export", "--data", "--ours"):
-        ap.add_argument(a, required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--case", action="append", required=True, help="BASE,ADAPTER,EXPORT,OURS_EVAL_JSON")
     args = ap.parse_args()
+    ok = True
+    for case in args.case:
+        base, adapter, export, ours = case.split(",")
+        print(f"== {export}")
+        ok &= check(argparse.Namespace(base=base, adapter=adapter, export=export, data=args.data, ours=ours))
+    print("ok" if ok else "FAIL")
+    sys.exit(0 if ok else 1)
+
+
+def check(args):
     cfg = json.load(open(f"{args.export}/config.json"))
     mxfp4 = cfg.get("quantization_config", {}).get("quant_method") == "mxfp4"
     base_cfg = json.load(open(f"{args.base}/config.json"))
@@ -102,8 +114,7 @@ def main():
         print(f"weights vs PEFT merge_and_unload rounded to bf16: {n_diff} of {n_all} differ, by at most "
               f"{worst_ulps} bf16 ulp (tolerance 1 ulp in under 0.1%)")
         ok &= worst_ulps <= 1 and n_diff <= n_all * 1e-3 and n_all > 0
-    print("ok" if ok else "FAIL")
-    sys.exit(0 if ok else 1)
+    return ok
 
 
 if __name__ == "__main__":
