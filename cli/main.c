@@ -3,6 +3,7 @@
 #include "core/core.h"
 
 #include <libgen.h>
+#include <stdlib.h>
 
 static const cli_command COMMANDS[] = {
     {"train", cmd_train, "fine-tune with LoRA from a YAML config",
@@ -61,6 +62,9 @@ int cli_not_implemented(const char *name, const char *note) {
 }
 
 int main(int argc, char **argv) {
+    // OpenMP threads sleep at barriers unless the user chose otherwise: spinning made 2 threads up to 10x
+    // slower than 1 on a machine with other work running (model/NOTES.md). Set before any OpenMP call.
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
     const char *self = basename(argv[0]);
     if (!strcmp(self, "gptoss-train")) return cmd_train(argc - 1, argv + 1);
     if (argc < 2) {
