@@ -58,6 +58,7 @@ typedef struct chat_session {
 typedef struct turn_result {
     const char *answer, *thinking; // into hs (valid until the next turn)
     int n_tokens;
+    char ended_by[48];             // <|return|>, <|call|>, <|endoftext|>, "stop id N" or "max tokens"
     double tok_per_s;
     harmony_close close;
     harmony_stream *hs;
@@ -167,6 +168,15 @@ static gt_status chat_turn(chat_session *s, turn_result *r, gt_error *err) {
     r->thinking = t ? t->content : NULL;
     int nm = harmony_stream_n_messages(c.hs);
     r->close = nm ? harmony_stream_message(c.hs, nm - 1)->closed_by : HARMONY_CLOSE_UNFINISHED;
+    int32_t last = n_out ? s->out[n_out - 1] : -1;
+    int was_stop = 0;
+    for (int i = 0; i < s->n_stop; i++) was_stop |= last == s->stop[i];
+    if (r->close == HARMONY_CLOSE_RETURN || r->close == HARMONY_CLOSE_CALL || r->close == HARMONY_CLOSE_ENDOFTEXT)
+        snprintf(r->ended_by, sizeof r->ended_by, "%s", harmony_close_name(r->close));
+    else if (was_stop)
+        snprintf(r->ended_by, sizeof r->ended_by, "stop id %d", last);
+    else
+        snprintf(r->ended_by, sizeof r->ended_by, "%s", n_out >= s->max_new ? "max tokens" : "an error");
     if (st) return st;
     msgs_push(s, CHAT_ASSISTANT, r->answer ? r->answer : "", r->thinking);
     return GT_OK;
@@ -189,8 +199,7 @@ static void turn_report(const chat_session *s, const turn_result *r) {
     }
     if (harmony_stream_anomalies(r->hs))
         log_debug("chat: %d malformed Harmony pieces repaired", harmony_stream_anomalies(r->hs));
-    fprintf(stderr, "[%d tokens, %.1f tokens/s, ended by %s]\n", r->n_tokens, r->tok_per_s,
-            r->n_tokens >= s->max_new && r->close != HARMONY_CLOSE_RETURN ? "max tokens" : harmony_close_name(r->close));
+    fprintf(stderr, "[%d tokens, %.1f tokens/s, ended by %s]\n", r->n_tokens, r->tok_per_s, r->ended_by);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -542,7 +551,7 @@ static int run_batch(chat_session *s, const char *in, const char *out, const cha
                 } else {
                     json_t *o = json_pack("{s:i,s:s,s:s?,s:i,s:s,s:f}", "index", rows, "answer",
                                           r.answer ? r.answer : "", "thinking", r.thinking, "tokens", r.n_tokens,
-                                          "ended_by", harmony_close_name(r.close), "tokens_per_s", r.tok_per_s);
+                                          "ended_by", r.ended_by, "tokens_per_s", r.tok_per_s);
                     json_t *id = json_object_get(row, "id");
                     if (id) json_object_set(o, "id", id);
                     char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -555,7 +564,7 @@ static int run_batch(chat_session *s, const char *in, const char *out, const cha
                     result[rlen] = 0;
                     free(text);
                     fprintf(stderr, "%s: %d tokens, %.1f tokens/s, ended by %s\n", where, r.n_tokens, r.tok_per_s,
-                            harmony_close_name(r.close));
+                            r.ended_by);
                     rows++;
                 }
                 harmony_stream_free(r.hs);
