@@ -131,6 +131,10 @@ static int train_main(const train_args *a) {
         goto done;
     }
 
+    if (train_check_device(&cfg, &err)) {
+        fprintf(stderr, "gptoss train: %s\n", err.msg);
+        goto done;
+    }
     run_dir = a->resume ? xstrdup(a->resume) : fs_join(cfg.train.out_dir, cfg.train.name);
     if (a->resume) {
         if (resume_check(run_dir, &cfg)) goto done;

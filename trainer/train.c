@@ -132,9 +132,12 @@ static gt_status checkpoint(trainer *t, gt_error *err) {
         gt_error e2;
         char prev[4096];
         int64_t ps;
-        if (ckpt_find_latest(t->r->run_dir, prev, sizeof prev, &ps, &e2) == GT_OK)
-            gt_wrap(err, "%s (the last complete checkpoint, %s, is intact; continue from it with --resume %s)",
-                    err->msg, prev, t->r->run_dir) ;
+        if (ckpt_find_latest(t->r->run_dir, prev, sizeof prev, &ps, &e2) == GT_OK) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            gt_fail(err, st, "%s (the last complete checkpoint, %s, is intact; continue from it with --resume %s)", msg,
+                    prev, t->r->run_dir);
+        }
         return st;
     }
     progress_printf(&t->prog, "checkpoint: %s", t->last_ckpt);
@@ -397,13 +400,19 @@ static gt_status run_loop(trainer *t, train_result *res, gt_error *err) {
     return st;
 }
 
+gt_status train_check_device(const run_config *cfg, gt_error *err) {
+    if (cfg->device.type == RC_DEVICE_CUDA)
+        return gt_fail(err, GT_EUNSUPPORTED, "device.type cuda: CUDA training is not built yet; use device.type: cpu "
+                       "(or auto, which trains on the CPU)");
+    return GT_OK;
+}
+
 gt_status train_run_main(const train_run *r, train_result *res, gt_error *err) {
     memset(res, 0, sizeof *res);
     res->loss = res->val_loss = NAN;
     const run_config *c = r->cfg;
-    if (c->device.type == RC_DEVICE_CUDA)
-        return gt_fail(err, GT_EUNSUPPORTED, "device.type cuda: CUDA training is not built yet; use device.type: cpu "
-                       "(or auto)");
+    gt_status dst = train_check_device(c, err);
+    if (dst) return dst;
 #ifdef _OPENMP
     if (c->device.threads > 0) omp_set_num_threads(c->device.threads);
 #endif

@@ -227,6 +227,10 @@ typedef struct train_result {
 // device, a checkpoint that cannot be written (the last complete one stays), NaN under nan_policy stop.
 gt_status train_run_main(const train_run *r, train_result *res, gt_error *err);
 
+// The device the config asks for can train here: cpu and auto can; cuda cannot yet (the CUDA trainer
+// is not built). cli/train.c asks before creating the run directory; train_run_main asks again.
+gt_status train_check_device(const run_config *cfg, gt_error *err);
+
 // --overwrite: removes what a run writes in run_dir (config.resolved.yaml, train.log, metrics.jsonl,
 // loss.svg, checkpoints/, adapter/) and nothing else.
 gt_status train_run_dir_clear(const char *run_dir, gt_error *err);
