@@ -20,9 +20,21 @@ static const cli_command COMMANDS[] = {
      "Prints the token-weighted mean next-token loss over all target tokens (labels unshifted, -100 ignored).\n"},
     {"chat", cmd_chat, "chat with a model (+adapter) in the Harmony format",
      "usage: gptoss chat --model M [--adapter DIR] [--merge] [--prompt TEXT] [--reasoning low|medium|high]\n"
-     "       [--show-thinking] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device ...]\n"},
+     "       [--show-thinking] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device ...]\n\n"
+     "Loads the 4-bit base, then the adapter on top (or folded in with --merge), and answers in the Harmony\n"
+     "format. Without --prompt/--batch: a REPL with /reset, /effort LEVEL, /think on|off, /system TEXT, /quit.\n"
+     "  --merge-experts bf16|fp32|mxfp4|nf4  what merged experts are kept as (with --merge)\n"
+     "  --batch IN.jsonl --out OUT.jsonl     answer a file of prompts\n"
+     "  --system TEXT      developer instructions      --date YYYY-MM-DD  the template's current date\n"
+     "  --top-k K          sample from the K best      --max-context N    KV-cache length\n"
+     "  --tokenizer FILE   tokenizer.json (default: the model's)\n"
+     "  --ignore-base-mismatch  load an adapter whose base_model_name_or_path names another model\n"},
     {"export", cmd_export, "export an adapter (PEFT format) or a merged model",
-     "usage: gptoss export --adapter RUN_DIR|DIR --out DIR [--merged --model M]\n"},
+     "usage: gptoss export --adapter RUN_DIR|DIR --out DIR [--model M] [--merged --model M [--quant bf16|mxfp4]]\n\n"
+     "Writes the adapter in PEFT's format (adapter_model.safetensors + adapter_config.json); --model names the\n"
+     "base when the adapter's base_model_name_or_path does not resolve. --merged writes a merged model in HF\n"
+     "layout (config.json, generation_config.json, tokenizer files) with the experts in --quant.\n"
+     "  --ignore-base-mismatch  accept an adapter whose base_model_name_or_path names another model\n"},
     {"data", cmd_data, "render and tokenize a config's dataset; print statistics",
      "usage: gptoss data CONFIG.yaml [--set K=V]... [--show N]\n"},
     {"init-model", cmd_init_model, "write a random-weight GPT-OSS model in HF layout",
