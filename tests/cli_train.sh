@@ -39,6 +39,7 @@ optim:
   warmup_steps: 2
 train:
   out_dir: $tmp/runs
+  epochs: 100
   max_steps: 30
   batch_size: 2
 checkpoint:
@@ -75,7 +76,7 @@ check "plain log line every 5 steps" grep -q "^step 10/30 loss " "$tmp/err1"
 check "no log line at step 7" bash -c "! grep -q '^step 7/30' '$tmp/err1'"
 check "optimizer memory printed" grep -q "optimizer adamw (fp32) state" "$tmp/err1"
 check "30 train lines" test "$(grep -c '"type":"train"' "$s/metrics.jsonl")" -eq 30
-check "3 eval lines" test "$(grep -c '"type":"eval"' "$s/metrics.jsonl")" -eq 3
+check "4 eval lines (steps 0, 10, 20, 30)" test "$(grep -c '"type":"eval"' "$s/metrics.jsonl")" -eq 4
 check "loss.svg" grep -q "<polyline" "$s/loss.svg"
 check "train.log" grep -q "done: 30 steps" "$s/train.log"
 check "keep_last 2: steps 28 and 30" test "$(ls "$s/checkpoints")" = "$(printf 'step-00000028\nstep-00000030')"

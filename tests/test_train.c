@@ -38,7 +38,7 @@ static const char *const COMMON[] = {
     "data.max_seq_len=128", "train.batch_size=2", "train.grad_accum=2", "optim.lr=0.003",
     "optim.warmup_steps=2", "optim.schedule=cosine", "checkpoint.every_steps=5", "checkpoint.keep_last=0",
     "eval.every_steps=5", "eval.max_batches=2", "log.every_steps=100", "log.progress=off",
-    "data.val_fraction=0.2", "lora.rank=4", "template.train_on=all", "device.threads=1",
+    "data.val_fraction=0.2", "lora.rank=4", "template.train_on=all", "device.threads=1", "train.epochs=100",
 };
 
 typedef struct run_out {
@@ -197,7 +197,7 @@ static void test_exact_resume(void) {
     free(y);
     free(sa);
     free(sb);
-    EXPECT(ca.n_eval == 2 && cb.n_eval == 1, "evals: straight %d (steps 5, 10), resumed %d (step 10)", ca.n_eval,
+    EXPECT(ca.n_eval == 3 && cb.n_eval == 1, "evals: straight %d (steps 0, 5, 10), resumed %d (step 10)", ca.n_eval,
            cb.n_eval);
     char *svg = fs_join(a.dir, "loss.svg");
     EXPECT(fs_exists(svg), "no %s", svg);

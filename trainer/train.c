@@ -280,7 +280,9 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
     t->eval_B = c->eval.batch_size > 0 ? c->eval.batch_size : t->B;
     size_t n_rows = t->data.train.n_rows, per_step = (size_t)t->B * (size_t)t->GA;
     int64_t steps_per_epoch = (int64_t)((n_rows + per_step - 1) / per_step);
-    t->total_steps = c->train.max_steps > 0 ? c->train.max_steps : steps_per_epoch * c->train.epochs;
+    // train.max_steps ends the run when it comes before the end of the last epoch (the schema's words).
+    t->total_steps = steps_per_epoch * c->train.epochs;
+    if (c->train.max_steps > 0 && c->train.max_steps < t->total_steps) t->total_steps = c->train.max_steps;
     static const sched_kind kinds[] = {[RC_SCHED_CONSTANT] = SCHED_CONSTANT, [RC_SCHED_LINEAR] = SCHED_LINEAR,
                                        [RC_SCHED_COSINE] = SCHED_COSINE, [RC_SCHED_COSINE_MIN_LR] = SCHED_COSINE_MIN_LR};
     int64_t warmup = sched_warmup_steps(t->total_steps, c->optim.warmup_steps, c->optim.warmup_ratio);
@@ -368,6 +370,8 @@ static gt_status run_loop(trainer *t, train_result *res, gt_error *err) {
     int bar = c->log.progress == RC_PROGRESS_ON || (c->log.progress == RC_PROGRESS_AUTO && isatty_err);
     progress_init(&t->prog, bar, c->log.every_steps, t->total_steps, t->st.step, t->log);
     gt_status st = GT_OK;
+    // Periodic evaluation includes step 0: the curve starts at the base model's loss.
+    if (have_val && c->eval.every_steps > 0 && t->st.step == 0 && t->st.last_eval_step < 0) st = do_eval(t, res, err);
     while (!st && t->st.step < t->total_steps && !g_signal) {
         st = train_step(t, res, err);
         int64_t s = t->st.step;
