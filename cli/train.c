@@ -131,10 +131,6 @@ static int train_main(const train_args *a) {
         goto done;
     }
 
-    if (train_check_device(&cfg, &err)) {
-        fprintf(stderr, "gptoss train: %s\n", err.msg);
-        goto done;
-    }
     run_dir = a->resume ? xstrdup(a->resume) : fs_join(cfg.train.out_dir, cfg.train.name);
     if (a->resume) {
         if (resume_check(run_dir, &cfg)) goto done;
@@ -153,6 +149,10 @@ static int train_main(const train_args *a) {
 
     if (cli_data_resolve("train", &cfg, &data, &data_own)) goto done;
     have_data = 1;
+    if (train_check_device(&cfg, &err)) {
+        fprintf(stderr, "gptoss train: %s\n", err.msg);
+        goto done;
+    }
 
     if (!a->resume) {
         saved = fs_join(run_dir, "config.resolved.yaml");

@@ -91,23 +91,27 @@ has bad_opt.err "unknown option '--dryrun' (did you mean '--dry-run'?)"
 run both "$bin" train configs/tiny.yaml --resume x --overwrite
 [ "$rc" -eq 2 ] || fail "--resume with --overwrite: exit $rc, want 2"
 
-# 7. The run directory, with a model directory and a data file that exist (paths pass through the cache).
+# 7. The run directory, with a model directory (holding a tokenizer) and a data file that exist (paths pass
+# through the cache). The data file is empty, so each run that gets past the run-directory rules stops
+# at the data with exit 1 (tests/cli_train.sh trains for real).
 mkdir -p "$tmp/model"
+cp tests/fixtures/tokenizer/tokenizer.json "$tmp/model/"
 : >"$tmp/rows.jsonl"
 sets=(--set "model.name=$tmp/model" --set "data.path=$tmp/rows.jsonl" --set "train.out_dir=$tmp/runs")
 run first "$bin" train configs/tiny.yaml "${sets[@]}"
-# exit 2: the config, run directory and model are fine and training itself is a later issue.
-[ "$rc" -eq 2 ] || fail "first run: exit $rc, want 2: $(cat "$tmp/first.err")"
-has first.err "training is not implemented yet"
+[ "$rc" -eq 1 ] || fail "first run: exit $rc, want 1: $(cat "$tmp/first.err")"
+has first.err "no usable rows"
 saved="$tmp/runs/tiny/config.resolved.yaml"
 [ -f "$saved" ] || fail "no $saved"
 run again "$bin" train configs/tiny.yaml "${sets[@]}"
 [ "$rc" -eq 1 ] || fail "existing run dir: exit $rc, want 1"
 has again.err "run directory $tmp/runs/tiny already exists"
 run overwrite "$bin" train configs/tiny.yaml "${sets[@]}" --overwrite
-[ "$rc" -eq 2 ] || fail "--overwrite: exit $rc, want 2"
+[ "$rc" -eq 1 ] || fail "--overwrite: exit $rc, want 1"
+has overwrite.err "no usable rows"
 run resume "$bin" train configs/tiny.yaml "${sets[@]}" --resume "$tmp/runs/tiny"
-[ "$rc" -eq 2 ] || fail "--resume with the same config: exit $rc, want 2: $(cat "$tmp/resume.err")"
+[ "$rc" -eq 1 ] || fail "--resume with the same config: exit $rc, want 1: $(cat "$tmp/resume.err")"
+has resume.err "no usable rows"
 run resume_diff "$bin" train configs/tiny.yaml "${sets[@]}" --set lora.rank=4 --resume "$tmp/runs/tiny"
 [ "$rc" -eq 1 ] || fail "--resume with another config: exit $rc, want 1"
 has resume_diff.err "lora.rank: 8 -> 4"
