@@ -54,35 +54,6 @@ static void fill_normal(float *dst, size_t n, double mean, double std, uint64_t 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// A list of tensors to write into one file; owns names and data.
-typedef struct tlist {
-    st_write_tensor *t;
-    int n, cap;
-    size_t bytes;
-} tlist;
-
-static void tl_add(tlist *L, const char *name, dtype dt, int ndim, const int64_t *shape, void *data) {
-    if (L->n == L->cap) L->t = xrealloc(L->t, (size_t)(L->cap = L->cap ? 2 * L->cap : 64) * sizeof *L->t);
-    st_write_tensor *w = &L->t[L->n++];
-    memset(w, 0, sizeof *w);
-    w->name = xstrdup(name);
-    w->dtype = dt;
-    w->ndim = ndim;
-    size_t numel = 1;
-    for (int i = 0; i < ndim; i++) w->shape[i] = shape[i], numel *= (size_t)shape[i];
-    w->data = data;
-    L->bytes += numel * dtype_size(dt);
-}
-
-static void tl_clear(tlist *L) {
-    for (int i = 0; i < L->n; i++) {
-        free((char *)L->t[i].name);
-        free((void *)L->t[i].data);
-    }
-    L->n = 0;
-    L->bytes = 0;
-}
-
 static uint16_t *to_bf16(const float *x, size_t n) {
     uint16_t *o = xmalloc(n * sizeof *o);
     for (size_t i = 0; i < n; i++) o[i] = f32_to_bf16(x[i]);
@@ -90,17 +61,17 @@ static uint16_t *to_bf16(const float *x, size_t n) {
 }
 
 // A bf16 tensor drawn from N(mean, std).
-static void add_random(tlist *L, uint64_t seed, const char *name, int ndim, const int64_t *shape, double mean, double std) {
+static void add_random(model_tensors *L, uint64_t seed, const char *name, int ndim, const int64_t *shape, double mean, double std) {
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
     float *x = xmalloc(n * sizeof(float));
     fill_normal(x, n, mean, std, seed, name);
-    tl_add(L, name, DT_BF16, ndim, shape, to_bf16(x, n));
+    model_tensors_add(L, name, DT_BF16, ndim, shape, to_bf16(x, n));
     free(x);
 }
 
 // A bitsandbytes Linear4bit weight NAME (rows, cols) with nested absmax, as Linear4bit's state dict holds it.
-static void add_nf4(tlist *L, const char *name, const float *w, int rows, int cols) {
+static void add_nf4(model_tensors *L, const char *name, const float *w, int rows, int cols) {
     int64_t n = (int64_t)rows * cols, nb = (n + NF4_BLOCKSIZE - 1) / NF4_BLOCKSIZE;
     int64_t n2 = (nb + NF4_NESTED_BLOCKSIZE - 1) / NF4_NESTED_BLOCKSIZE;
     uint8_t *packed = xmalloc((size_t)(n + 1) / 2), *qabs = xmalloc((size_t)nb);
@@ -119,16 +90,16 @@ static void add_nf4(tlist *L, const char *name, const float *w, int rows, int co
     CHECK(text);
     char buf[512];
     int64_t s_packed[2] = {(n + 1) / 2, 1}, s_nb = nb, s_16 = 16, s_n2 = n2, s_256 = 256, s_js = (int64_t)strlen(text);
-    tl_add(L, name, DT_U8, 2, s_packed, packed);
-    snprintf(buf, sizeof buf, "%s.absmax", name), tl_add(L, buf, DT_U8, 1, &s_nb, qabs);
-    snprintf(buf, sizeof buf, "%s.quant_map", name), tl_add(L, buf, DT_F32, 1, &s_16, qmap);
-    snprintf(buf, sizeof buf, "%s.nested_absmax", name), tl_add(L, buf, DT_F32, 1, &s_n2, nested);
-    snprintf(buf, sizeof buf, "%s.nested_quant_map", name), tl_add(L, buf, DT_F32, 1, &s_256, nmap);
-    snprintf(buf, sizeof buf, "%s.quant_state.bitsandbytes__nf4", name), tl_add(L, buf, DT_U8, 1, &s_js, text);
+    model_tensors_add(L, name, DT_U8, 2, s_packed, packed);
+    snprintf(buf, sizeof buf, "%s.absmax", name), model_tensors_add(L, buf, DT_U8, 1, &s_nb, qabs);
+    snprintf(buf, sizeof buf, "%s.quant_map", name), model_tensors_add(L, buf, DT_F32, 1, &s_16, qmap);
+    snprintf(buf, sizeof buf, "%s.nested_absmax", name), model_tensors_add(L, buf, DT_F32, 1, &s_n2, nested);
+    snprintf(buf, sizeof buf, "%s.nested_quant_map", name), model_tensors_add(L, buf, DT_F32, 1, &s_256, nmap);
+    snprintf(buf, sizeof buf, "%s.quant_state.bitsandbytes__nf4", name), model_tensors_add(L, buf, DT_U8, 1, &s_js, text);
 }
 
 // A projection weight (rows, cols): bf16, or NF4 in the Unsloth layout.
-static void add_linear(tlist *L, uint64_t seed, model_quant quant, const char *name, int rows, int cols) {
+static void add_linear(model_tensors *L, uint64_t seed, model_quant quant, const char *name, int rows, int cols) {
     int64_t shape[2] = {rows, cols};
     if (quant != MQ_NF4) {
         add_random(L, seed, name, 2, shape, 0.0, 1.0 / sqrt((double)cols));
@@ -143,7 +114,7 @@ static void add_linear(tlist *L, uint64_t seed, model_quant quant, const char *n
 // ---------------------------------------------------------------------------------------------------
 // One layer's experts. Drawn per expert as [out, in] under the HF names of the BF16 layout (so every
 // format holds the same values), then laid out as quant asks.
-static void add_experts(tlist *L, const model_config *c, uint64_t seed, model_quant quant, int l) {
+static void add_experts(model_tensors *L, const model_config *c, uint64_t seed, model_quant quant, int l) {
     int64_t E = c->n_experts, D = c->hidden, I = c->intermediate;
     char name[256], key[320];
     for (int which = 0; which < 2; which++) { // 0: gate_up (2I, D), 1: down (D, I)
@@ -174,11 +145,11 @@ static void add_experts(tlist *L, const model_config *c, uint64_t seed, model_qu
         free(w);
         if (quant == MQ_BF16) {
             int64_t shape[3] = {E, cols, rows};
-            tl_add(L, name, DT_BF16, 3, shape, bf);
+            model_tensors_add(L, name, DT_BF16, 3, shape, bf);
         } else if (quant == MQ_MXFP4) {
             int64_t bs[4] = {E, rows, cols / 32, 16};
-            snprintf(key, sizeof key, "%s_blocks", name), tl_add(L, key, DT_U8, 4, bs, blocks);
-            snprintf(key, sizeof key, "%s_scales", name), tl_add(L, key, DT_U8, 3, bs, scales);
+            snprintf(key, sizeof key, "%s_blocks", name), model_tensors_add(L, key, DT_U8, 4, bs, blocks);
+            snprintf(key, sizeof key, "%s_scales", name), model_tensors_add(L, key, DT_U8, 3, bs, scales);
         }
         // Biases (E, out): stacked in the HF layouts, per expert in Unsloth's.
         snprintf(key, sizeof key, "%s_bias", name);
@@ -192,13 +163,13 @@ static void add_experts(tlist *L, const model_config *c, uint64_t seed, model_qu
         for (int e = 0; e < E; e++) {
             char bn[256];
             snprintf(bn, sizeof bn, "model.layers.%d.mlp.experts.%s.%d.bias", l, which ? "down_projs" : "gate_up_projs", e);
-            tl_add(L, bn, DT_BF16, 1, &rows, to_bf16(b + (size_t)e * rows, (size_t)rows));
+            model_tensors_add(L, bn, DT_BF16, 1, &rows, to_bf16(b + (size_t)e * rows, (size_t)rows));
         }
         free(b);
     }
 }
 
-static void add_layer(tlist *L, const model_config *c, uint64_t seed, model_quant quant, int l) {
+static void add_layer(model_tensors *L, const model_config *c, uint64_t seed, model_quant quant, int l) {
     int64_t D = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t E = c->n_experts, H = c->n_heads;
     char n[256];
@@ -220,28 +191,19 @@ static void add_layer(tlist *L, const model_config *c, uint64_t seed, model_quan
     fill_normal(rw, (size_t)(E * D), 0.0, 1.0 / sqrt((double)D), seed, N("mlp.router.weight"));
     fill_normal(rb, (size_t)E, 0.0, 0.1, seed, N("mlp.router.bias"));
     const char *pre = quant == MQ_NF4 ? "mlp.router.linear" : "mlp.router";
-    snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, pre), tl_add(L, n, DT_BF16, 2, rshape, to_bf16(rw, (size_t)(E * D)));
-    snprintf(n, sizeof n, "model.layers.%d.%s.bias", l, pre), tl_add(L, n, DT_BF16, 1, &E, to_bf16(rb, (size_t)E));
+    snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, pre), model_tensors_add(L, n, DT_BF16, 2, rshape, to_bf16(rw, (size_t)(E * D)));
+    snprintf(n, sizeof n, "model.layers.%d.%s.bias", l, pre), model_tensors_add(L, n, DT_BF16, 1, &E, to_bf16(rb, (size_t)E));
     free(rw);
     free(rb);
 #undef N
     add_experts(L, c, seed, quant, l);
 }
 
-static void add_globals(tlist *L, const model_config *c, uint64_t seed) {
+static void add_globals(model_tensors *L, const model_config *c, uint64_t seed) {
     int64_t VD[2] = {c->vocab, c->hidden}, D = c->hidden;
     add_random(L, seed, "model.embed_tokens.weight", 2, VD, 0.0, 1.0);
     add_random(L, seed, "model.norm.weight", 1, &D, 1.0, 0.1);
     add_random(L, seed, "lm_head.weight", 2, VD, 0.0, 1.0 / sqrt((double)c->hidden));
-}
-
-// Bytes of one layer and of the globals, for the single-file / sharded decision.
-static double model_bytes(const model_config *c, model_quant quant) {
-    double D = c->hidden, Q = (double)c->n_heads * c->head_dim, KV = (double)c->n_kv_heads * c->head_dim;
-    double expert_elems = (double)c->n_experts * 3.0 * D * c->intermediate;
-    double per_elem = quant == MQ_BF16 ? 2.0 : quant == MQ_MXFP4 ? 17.0 / 32.0 : 0.5 + 1.0 / 64.0;
-    double attn = (2 * Q * D + 2 * KV * D) * (quant == MQ_NF4 ? 0.52 : 2.0);
-    return c->n_layers * (expert_elems * per_elem + attn) + 2.0 * 2.0 * c->vocab * D;
 }
 
 static gt_status write_generation_config(const model_config *c, const char *dir, gt_error *err) {
@@ -262,13 +224,17 @@ static gt_status write_generation_config(const model_config *c, const char *dir,
     return s;
 }
 
-static gt_status flush(tlist *L, const char *dir, const char *file, json_t *weight_map, gt_error *err) {
-    char *path = fs_join(dir, file);
-    gt_status s = safetensors_write(path, L->t, L->n, NULL, 0, err);
-    free(path);
-    for (int i = 0; weight_map && i < L->n; i++) json_object_set_new(weight_map, L->t[i].name, json_string(file));
-    tl_clear(L);
-    return s;
+// model_part_fn for model_tensors_write: part l < n_layers is layer l, part n_layers the globals.
+typedef struct init_ctx {
+    const model_config *c;
+    uint64_t seed;
+    model_quant quant;
+} init_ctx;
+
+static void add_part(model_tensors *L, int part, void *ctx) {
+    const init_ctx *ic = ctx;
+    if (part < ic->c->n_layers) add_layer(L, ic->c, ic->seed, ic->quant, part);
+    else add_globals(L, ic->c, ic->seed);
 }
 
 gt_status model_write_random(const model_config *c, model_quant quant, uint64_t seed, const char *dir,
@@ -284,38 +250,6 @@ gt_status model_write_random(const model_config *c, model_quant quant, uint64_t 
     free(cfg_path);
     if (s != GT_OK || (s = write_generation_config(c, dir, err)) != GT_OK) return s;
 
-    tlist L = {0};
-    double total = model_bytes(c, quant);
-    if (total <= (max_file_bytes > 0 ? max_file_bytes : 2e9)) {
-        add_globals(&L, c, seed);
-        for (int l = 0; l < c->n_layers; l++) add_layer(&L, c, seed, quant, l);
-        s = flush(&L, dir, "model.safetensors", NULL, err);
-    } else {
-        json_t *wm = json_object();
-        int nfiles = c->n_layers + 1;
-        size_t total_size = 0;
-        char file[64];
-        for (int f = 0; f < nfiles && s == GT_OK; f++) {
-            if (f < c->n_layers) add_layer(&L, c, seed, quant, f);
-            else add_globals(&L, c, seed);
-            total_size += L.bytes;
-            snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", f + 1, nfiles);
-            log_info("init-model: writing %s/%s (%.1f MB)", dir, file, (double)L.bytes / 1e6);
-            s = flush(&L, dir, file, wm, err);
-        }
-        if (s == GT_OK) {
-            json_t *idx = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total_size, "weight_map", wm);
-            char *text = json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS);
-            json_decref(idx);
-            char *path = fs_join(dir, "model.safetensors.index.json");
-            s = fs_write_atomic(path, text, strlen(text), err);
-            free(path);
-            free(text);
-        } else {
-            json_decref(wm);
-        }
-    }
-    tl_clear(&L);
-    free(L.t);
-    return s;
+    init_ctx ic = {c, seed, quant};
+    return model_tensors_write(c, quant, max_file_bytes, dir, add_part, &ic, "init-model", err);
 }

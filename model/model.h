@@ -368,6 +368,26 @@ int32_t sampler_argmax(const float *logits, int V);
 // tokenizer files are the caller's (they are not part of the weights).
 gt_status model_save(const model *m, model_quant quant, const char *dir, gt_error *err);
 
+// Writing model files (model/save.c), shared by model_save and init-model: a growing list of tensors
+// that owns each name and data buffer (model_tensors_clear frees them and keeps the capacity), and the
+// writer that lays a model's tensors out in files, one part at a time.
+typedef struct model_tensors {
+    st_write_tensor *t;
+    int n, cap;
+    size_t bytes; // data bytes of the listed tensors
+} model_tensors;
+void model_tensors_add(model_tensors *L, const char *name, dtype dt, int ndim, const int64_t *shape, void *data);
+void model_tensors_clear(model_tensors *L);
+// Adds part `part` of the model to L: layer part (0 <= part < n_layers), or for part == n_layers the
+// embeddings, final norm and head.
+typedef void (*model_part_fn)(model_tensors *L, int part, void *ctx);
+// Writes every part under dir (which must exist): all in model.safetensors (globals first) when the
+// estimated size for quant is at most max_file_bytes (0: 2 GB), else one shard per part
+// (model-NNNNN-of-NNNNN.safetensors: layers, then globals; each logged as "<who>: writing ...") plus
+// model.safetensors.index.json. Holds at most one part in memory when sharding.
+gt_status model_tensors_write(const model_config *c, model_quant quant, double max_file_bytes, const char *dir,
+                              model_part_fn add_part, void *ctx, const char *who, gt_error *err);
+
 // ===================================================================================================
 // CUDA (model/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same training step on one GPU, checked
 // op by op and end to end against the CPU functions above (tests/test_gpu_*.c). bf16 base weights (the

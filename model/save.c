@@ -6,20 +6,18 @@
 // openai's packed [E, out, in/32, 16] blocks + [E, out, in/32] scales (a qmatrix already MXFP4 is copied
 // byte for byte, so an unmerged 4-bit export loses nothing more). Expert biases are bf16 [E, out].
 // At most one layer's tensors are in memory at a time when sharding.
+// The file layout (single file or one shard per layer plus index) is model_tensors_write, which
+// init-model (model/init.c) uses too.
 #include "model/model.h"
 
 #include <jansson.h>
 #include <stdlib.h>
 
-typedef struct tensors {
-    st_write_tensor *t;
-    int n, cap;
-    size_t bytes;
-} tensors;
-
-static void add(tensors *L, const char *name, dtype dt, int ndim, const int64_t *shape, void *data) {
+// ---------------------------------------------------------------------------------------------------
+// Writing a model's tensors (model.h "Writing model files"); shared with init-model (model/init.c).
+void model_tensors_add(model_tensors *L, const char *name, dtype dt, int ndim, const int64_t *shape, void *data) {
     if (L->n == L->cap) {
-        L->cap = L->cap ? 2 * L->cap : 32;
+        L->cap = L->cap ? 2 * L->cap : 64;
         L->t = xrealloc(L->t, (size_t)L->cap * sizeof *L->t);
     }
     st_write_tensor *t = &L->t[L->n++];
@@ -33,7 +31,7 @@ static void add(tensors *L, const char *name, dtype dt, int ndim, const int64_t 
     L->bytes += n * dtype_size(dt);
 }
 
-static void clear(tensors *L) {
+void model_tensors_clear(model_tensors *L) {
     for (int i = 0; i < L->n; i++) {
         free((void *)L->t[i].name);
         free((void *)L->t[i].data);
@@ -42,16 +40,75 @@ static void clear(tensors *L) {
     L->bytes = 0;
 }
 
+// Writes L to dir/file, records its names in weight_map (if any) and empties L.
+static gt_status flush(model_tensors *L, const char *dir, const char *file, json_t *weight_map, gt_error *err) {
+    char *path = fs_join(dir, file);
+    gt_status s = safetensors_write(path, L->t, L->n, NULL, 0, err);
+    free(path);
+    for (int i = 0; weight_map && i < L->n; i++) json_object_set_new(weight_map, L->t[i].name, json_string(file));
+    model_tensors_clear(L);
+    return s;
+}
+
+// Bytes of the weight files, for the single-file / sharded decision: bf16 everything but the experts
+// (NF4: q/k/v/o at about 0.52 bytes per element too), experts at their format's bytes per element.
+static double model_file_bytes(const model_config *c, model_quant quant) {
+    double D = c->hidden, Q = (double)c->n_heads * c->head_dim, KV = (double)c->n_kv_heads * c->head_dim;
+    double expert_elems = (double)c->n_experts * 3.0 * D * c->intermediate;
+    double per_elem = quant == MQ_BF16 ? 2.0 : quant == MQ_MXFP4 ? 17.0 / 32.0 : 0.5 + 1.0 / 64.0;
+    double attn = (2 * Q * D + 2 * KV * D) * (quant == MQ_NF4 ? 0.52 : 2.0);
+    return c->n_layers * (expert_elems * per_elem + attn) + 2.0 * 2.0 * c->vocab * D;
+}
+
+gt_status model_tensors_write(const model_config *c, model_quant quant, double max_file_bytes, const char *dir,
+                              model_part_fn add_part, void *ctx, const char *who, gt_error *err) {
+    model_tensors L = {0};
+    gt_status s = GT_OK;
+    if (model_file_bytes(c, quant) <= (max_file_bytes > 0 ? max_file_bytes : 2e9)) {
+        add_part(&L, c->n_layers, ctx);
+        for (int l = 0; l < c->n_layers; l++) add_part(&L, l, ctx);
+        s = flush(&L, dir, "model.safetensors", NULL, err);
+    } else {
+        json_t *wm = json_object();
+        const int nfiles = c->n_layers + 1;
+        size_t total_size = 0;
+        char file[64];
+        for (int f = 0; f < nfiles && s == GT_OK; f++) {
+            add_part(&L, f, ctx);
+            total_size += L.bytes;
+            snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", f + 1, nfiles);
+            log_info("%s: writing %s/%s (%.1f MB)", who, dir, file, (double)L.bytes / 1e6);
+            s = flush(&L, dir, file, wm, err);
+        }
+        if (s == GT_OK) {
+            json_t *idx = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total_size, "weight_map", wm);
+            char *text = json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS);
+            json_decref(idx);
+            char *path = fs_join(dir, "model.safetensors.index.json");
+            s = fs_write_atomic(path, text, strlen(text), err);
+            free(path);
+            free(text);
+        } else {
+            json_decref(wm);
+        }
+    }
+    model_tensors_clear(&L);
+    free(L.t);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// model_save's tensors.
 // fp32 (d0 x d1) as a bf16 tensor (d1 = 0: one dimension).
-static void add_bf16(tensors *L, const char *name, const float *x, int64_t d0, int64_t d1) {
+static void add_bf16(model_tensors *L, const char *name, const float *x, int64_t d0, int64_t d1) {
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
     uint16_t *o = xmalloc(n * sizeof *o);
     for (size_t i = 0; i < n; i++) o[i] = f32_to_bf16(x[i]);
     int64_t shape[2] = {d0, d1};
-    add(L, name, DT_BF16, d1 ? 2 : 1, shape, o);
+    model_tensors_add(L, name, DT_BF16, d1 ? 2 : 1, shape, o);
 }
 
-static void add_experts(tensors *L, const model *m, model_quant quant, int l) {
+static void add_experts(model_tensors *L, const model *m, model_quant quant, int l) {
     const model_config *c = &m->cfg;
     const model_layer *W = &m->layers[l];
     const int64_t E = c->n_experts, D = c->hidden, I = c->intermediate;
@@ -71,7 +128,7 @@ static void add_experts(tensors *L, const model *m, model_quant quant, int l) {
             }
             int64_t shape[3] = {E, cols, rows};
             snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", l, base);
-            add(L, name, DT_BF16, 3, shape, o);
+            model_tensors_add(L, name, DT_BF16, 3, shape, o);
         } else {
             uint8_t *blocks = xmalloc((size_t)(E * n / 2)), *scales = xmalloc((size_t)(E * n / MXFP4_BLOCK));
             const size_t bpr = (size_t)cols / 2, spr = (size_t)cols / MXFP4_BLOCK;
@@ -88,9 +145,9 @@ static void add_experts(tensors *L, const model *m, model_quant quant, int l) {
             }
             int64_t bs[4] = {E, rows, cols / MXFP4_BLOCK, 16};
             snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s_blocks", l, base);
-            add(L, name, DT_U8, 4, bs, blocks);
+            model_tensors_add(L, name, DT_U8, 4, bs, blocks);
             snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s_scales", l, base);
-            add(L, name, DT_U8, 3, bs, scales);
+            model_tensors_add(L, name, DT_U8, 3, bs, scales);
         }
         snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s_bias", l, base);
         add_bf16(L, name, which ? W->down_b : W->gate_up_b, E, rows);
@@ -98,7 +155,7 @@ static void add_experts(tensors *L, const model *m, model_quant quant, int l) {
     free(buf);
 }
 
-static void add_layer(tensors *L, const model *m, model_quant quant, int l) {
+static void add_layer(model_tensors *L, const model *m, model_quant quant, int l) {
     const model_config *c = &m->cfg;
     const model_layer *W = &m->layers[l];
     const int64_t D = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
@@ -121,20 +178,23 @@ static void add_layer(tensors *L, const model *m, model_quant quant, int l) {
     add_experts(L, m, quant, l);
 }
 
-static void add_globals(tensors *L, const model *m) {
+static void add_globals(model_tensors *L, const model *m) {
     const model_config *c = &m->cfg;
     add_bf16(L, "model.embed_tokens.weight", m->embed, c->vocab, c->hidden);
     add_bf16(L, "model.norm.weight", m->norm, c->hidden, 0);
     if (!c->tie_word_embeddings) add_bf16(L, "lm_head.weight", m->lm_head, c->vocab, c->hidden);
 }
 
-static gt_status flush(tensors *L, const char *dir, const char *file, json_t *weight_map, gt_error *err) {
-    char *path = fs_join(dir, file);
-    gt_status s = safetensors_write(path, L->t, L->n, NULL, 0, err);
-    free(path);
-    for (int i = 0; weight_map && i < L->n; i++) json_object_set_new(weight_map, L->t[i].name, json_string(file));
-    clear(L);
-    return s;
+// model_part_fn for model_tensors_write: part l < n_layers is layer l, part n_layers the globals.
+typedef struct save_ctx {
+    const model *m;
+    model_quant quant;
+} save_ctx;
+
+static void add_part(model_tensors *L, int part, void *ctx) {
+    const save_ctx *sc = ctx;
+    if (part < sc->m->cfg.n_layers) add_layer(L, sc->m, sc->quant, part);
+    else add_globals(L, sc->m);
 }
 
 gt_status model_save(const model *m, model_quant quant, const char *dir, gt_error *err) {
@@ -150,42 +210,6 @@ gt_status model_save(const model *m, model_quant quant, const char *dir, gt_erro
     s = model_config_write(c, quant, cfg_path, err);
     free(cfg_path);
     if (s) return s;
-    const double D = c->hidden, I = c->intermediate, Q = (double)c->n_heads * c->head_dim;
-    const double KV = (double)c->n_kv_heads * c->head_dim;
-    double per_expert_elem = quant == MQ_BF16 ? 2.0 : 17.0 / 32.0;
-    double total = c->n_layers * (c->n_experts * 3.0 * D * I * per_expert_elem + 2.0 * (2 * Q * D + 2 * KV * D)) +
-                   2.0 * 2.0 * c->vocab * D;
-    tensors L = {0};
-    if (total <= 2e9) {
-        add_globals(&L, m);
-        for (int l = 0; l < c->n_layers; l++) add_layer(&L, m, quant, l);
-        s = flush(&L, dir, "model.safetensors", NULL, err);
-    } else {
-        json_t *wm = json_object();
-        const int nfiles = c->n_layers + 1;
-        size_t total_size = 0;
-        char file[64];
-        for (int f = 0; f < nfiles && !s; f++) {
-            if (f < c->n_layers) add_layer(&L, m, quant, f);
-            else add_globals(&L, m);
-            total_size += L.bytes;
-            snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", f + 1, nfiles);
-            log_info("save: writing %s/%s (%.1f MB)", dir, file, (double)L.bytes / 1e6);
-            s = flush(&L, dir, file, wm, err);
-        }
-        if (!s) {
-            json_t *idx = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total_size, "weight_map", wm);
-            char *text = json_dumps(idx, JSON_INDENT(2) | JSON_SORT_KEYS);
-            json_decref(idx);
-            char *path = fs_join(dir, "model.safetensors.index.json");
-            s = fs_write_atomic(path, text, strlen(text), err);
-            free(path);
-            free(text);
-        } else {
-            json_decref(wm);
-        }
-    }
-    clear(&L);
-    free(L.t);
-    return s;
+    save_ctx sc = {m, quant};
+    return model_tensors_write(c, quant, 0, dir, add_part, &sc, "save", err);
 }
