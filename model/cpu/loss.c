@@ -34,9 +34,13 @@ static void ce_logits(float lg[CE_ROWS][CE_CHUNK], const float *h, const float *
     }
 }
 
-void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
-                    int V) {
+// The single pass of both entries: lse and loss for every row with a target and, when dh is not NULL,
+// dh = g dloss/dh (dh's rows are the running acc until the end of the pass).
+static void ce_pass(double *lse, float *loss, float *dh, const float *h, const float *w, const int32_t *targets,
+                    int T, int D, int V, float g) {
     for (int t = 0; t < T; t++) loss[t] = 0.0f;
+    if (dh)
+        for (size_t i = 0; i < (size_t)T * D; i++) dh[i] = 0.0f;
     int *rows = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
     int n = ce_rows(targets, T, rows), groups = (n + CE_ROWS - 1) / CE_ROWS;
 #pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * V * D >= CPU_PAR_MIN)
@@ -55,46 +59,7 @@ void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, co
             ce_logits(lg, h, w, gr, nr, v0, nv, D);
             for (int r = 0; r < nr; r++) {
                 int tg = targets[gr[r]];
-                if (tg >= v0 && tg < v0 + nv) tl[r] = lg[r][tg - v0];
-                double cm = mx[r];
-                for (int v = 0; v < nv; v++)
-                    if (lg[r][v] > cm) cm = lg[r][v];
-                sum[r] *= exp(mx[r] - cm); // exp(-inf) = 0 on the first chunk
-                mx[r] = cm;
-                for (int v = 0; v < nv; v++) sum[r] += expf(lg[r][v] - (float)cm);
-            }
-        }
-        for (int r = 0; r < nr; r++) {
-            lse[gr[r]] = mx[r] + log(sum[r]);
-            loss[gr[r]] = (float)(lse[gr[r]] - tl[r]);
-        }
-    }
-    free(rows);
-}
-
-void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h, const float *w,
-                             const int32_t *targets, int T, int D, int V, float g) {
-    for (int t = 0; t < T; t++) loss[t] = 0.0f;
-    for (size_t i = 0; i < (size_t)T * D; i++) dh[i] = 0.0f;
-    int *rows = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
-    int n = ce_rows(targets, T, rows), groups = (n + CE_ROWS - 1) / CE_ROWS;
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * V * D >= CPU_PAR_MIN)
-    for (int gi = 0; gi < groups; gi++) {
-        const int *gr = rows + gi * CE_ROWS;
-        int nr = n - gi * CE_ROWS < CE_ROWS ? n - gi * CE_ROWS : CE_ROWS;
-        double mx[CE_ROWS], sum[CE_ROWS];
-        float tl[CE_ROWS] = {0};
-        float lg[CE_ROWS][CE_CHUNK];
-        for (int r = 0; r < nr; r++) {
-            mx[r] = -INFINITY;
-            sum[r] = 0.0;
-        }
-        for (int v0 = 0; v0 < V; v0 += CE_CHUNK) {
-            int nv = V - v0 < CE_CHUNK ? V - v0 : CE_CHUNK;
-            ce_logits(lg, h, w, gr, nr, v0, nv, D);
-            for (int r = 0; r < nr; r++) {
-                int tg = targets[gr[r]];
-                float *acc = dh + (size_t)gr[r] * D; // sum_v exp(l_v - mx) w_v so far
+                float *acc = dh ? dh + (size_t)gr[r] * D : NULL; // sum_v exp(l_v - mx) w_v so far
                 if (tg >= v0 && tg < v0 + nv) tl[r] = lg[r][tg - v0];
                 double cm = mx[r];
                 for (int v = 0; v < nv; v++)
@@ -102,12 +67,14 @@ void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h
                 if (cm > mx[r] && sum[r] > 0.0) { // a larger max: rescale what was summed
                     double f = exp(mx[r] - cm);
                     sum[r] *= f;
-                    for (int i = 0; i < D; i++) acc[i] = (float)(acc[i] * f);
+                    if (acc)
+                        for (int i = 0; i < D; i++) acc[i] = (float)(acc[i] * f);
                 }
                 mx[r] = cm;
                 for (int v = 0; v < nv; v++) {
                     float ef = expf(lg[r][v] - (float)cm);
                     sum[r] += ef;
+                    if (!acc) continue;
                     const float *wv = w + (size_t)(v0 + v) * D;
                     for (int i = 0; i < D; i++) acc[i] += ef * wv[i];
                 }
@@ -117,6 +84,7 @@ void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h
             int t = gr[r];
             lse[t] = mx[r] + log(sum[r]);
             loss[t] = (float)(lse[t] - tl[r]);
+            if (!dh) continue;
             float *dht = dh + (size_t)t * D;
             const float *wt = w + (size_t)targets[t] * D;
             float a = (float)(g / sum[r]);
@@ -124,4 +92,14 @@ void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h
         }
     }
     free(rows);
+}
+
+void cpu_ce_forward(double *lse, float *loss, const float *h, const float *w, const int32_t *targets, int T, int D,
+                    int V) {
+    ce_pass(lse, loss, NULL, h, w, targets, T, D, V, 0.0f);
+}
+
+void cpu_ce_forward_backward(double *lse, float *loss, float *dh, const float *h, const float *w,
+                             const int32_t *targets, int T, int D, int V, float g) {
+    ce_pass(lse, loss, dh, h, w, targets, T, D, V, g);
 }
