@@ -43,41 +43,26 @@ struct model_kv_cache {
     size_t bytes;
 };
 
-typedef struct kv_arena {
-    char *base;
-    size_t used;
-} kv_arena;
-
-static void *kv_take(kv_arena *a, size_t n, size_t elem) {
-    size_t off = (a->used + 63) & ~(size_t)63;
-    a->used = off + n * elem;
-    return a->base ? a->base + off : NULL;
-}
-#define TAKE_F(a, n) ((float *)kv_take((a), (n), sizeof(float)))
-#define TAKE_I(a, n) ((int32_t *)kv_take((a), (n), sizeof(int32_t)))
-
-static void kv_layout(model_kv_cache *kv, const model_config *c, kv_arena *a) {
+static void kv_layout(model_kv_cache *kv, const model_config *c, cpu_arena *a) {
     size_t T = kv->max_chunk, D = c->hidden, Q = (size_t)c->n_heads * c->head_dim;
     size_t KV = (size_t)c->n_kv_heads * c->head_dim, E = c->n_experts, K = c->top_k;
     size_t I = c->intermediate, R = kv->R, S = T * K;
     for (int l = 0; l < kv->L; l++) {
-        kv->k[l] = TAKE_F(a, (size_t)kv->cap[l] * KV);
-        kv->v[l] = TAKE_F(a, (size_t)kv->cap[l] * KV);
+        kv->k[l] = cpu_take_f(a, (size_t)kv->cap[l] * KV);
+        kv->v[l] = cpu_take_f(a, (size_t)kv->cap[l] * KV);
     }
-    kv->x = TAKE_F(a, T * D), kv->y = TAKE_F(a, T * D), kv->a = TAKE_F(a, T * D), kv->rstd = TAKE_F(a, T);
-    kv->q = TAKE_F(a, T * Q), kv->kn = TAKE_F(a, T * KV), kv->vn = TAKE_F(a, T * KV), kv->z = TAKE_F(a, T * R);
-    kv->att = TAKE_F(a, T * Q);
-    kv->hmid = TAKE_F(a, T * D), kv->mn = TAKE_F(a, T * D), kv->rlog = TAKE_F(a, T * E);
-    kv->sel = TAKE_I(a, S), kv->rw = TAKE_F(a, S), kv->pos = TAKE_I(a, T);
-    kv->cos_t = TAKE_F(a, T * (c->head_dim / 2)), kv->sin_t = TAKE_F(a, T * (c->head_dim / 2));
-    cpu_moe_acts *mo = &kv->moe;
-    mo->off = TAKE_I(a, E + 1), mo->tok = TAKE_I(a, S), mo->slot = TAKE_I(a, S);
-    mo->gate = TAKE_F(a, S * I), mo->up = TAKE_F(a, S * I), mo->act = TAKE_F(a, S * I);
-    mo->zg = TAKE_F(a, S * R), mo->zu = TAKE_F(a, S * R), mo->zd = TAKE_F(a, S * R);
-    mo->y = TAKE_F(a, S * D);
+    kv->x = cpu_take_f(a, T * D), kv->y = cpu_take_f(a, T * D);
+    kv->a = cpu_take_f(a, T * D), kv->rstd = cpu_take_f(a, T);
+    kv->q = cpu_take_f(a, T * Q), kv->kn = cpu_take_f(a, T * KV), kv->vn = cpu_take_f(a, T * KV);
+    kv->z = cpu_take_f(a, T * R);
+    kv->att = cpu_take_f(a, T * Q);
+    kv->hmid = cpu_take_f(a, T * D), kv->mn = cpu_take_f(a, T * D), kv->rlog = cpu_take_f(a, T * E);
+    kv->sel = cpu_take_i(a, S), kv->rw = cpu_take_f(a, S), kv->pos = cpu_take_i(a, T);
+    kv->cos_t = cpu_take_f(a, T * (c->head_dim / 2)), kv->sin_t = cpu_take_f(a, T * (c->head_dim / 2));
+    cpu_moe_acts_take(&kv->moe, a, S, E, I, R, D);
     cpu_moe_scratch *s = &kv->ms; // the backward's buffers stay NULL: decoding never runs it
-    s->xs = TAKE_F(a, T * D), s->gu = TAKE_F(a, T * 2 * I);
-    s->wbuf = TAKE_F(a, 2 * I * D > D * I ? 2 * I * D : D * I);
+    s->xs = cpu_take_f(a, T * D), s->gu = cpu_take_f(a, T * 2 * I);
+    s->wbuf = cpu_take_f(a, 2 * I * D > D * I ? 2 * I * D : D * I);
 }
 
 gt_status model_kv_cache_init(model_kv_cache **out, const model *m, int lora_rank, int max_ctx, int max_chunk,
@@ -97,7 +82,7 @@ gt_status model_kv_cache_init(model_kv_cache **out, const model *m, int lora_ran
         long ring = (long)c->sliding_window + max_chunk - 1;
         kv->cap[l] = c->layer_sliding[l] && c->sliding_window > 0 && ring < max_ctx ? (int)ring : max_ctx;
     }
-    kv_arena a = {NULL, 0};
+    cpu_arena a = {NULL, 0};
     kv_layout(kv, c, &a);
     kv->bytes = a.used;
     a.base = malloc(a.used);

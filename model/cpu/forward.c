@@ -49,51 +49,34 @@ struct model_ws {
     size_t bytes;
 };
 
-// Two-pass bump allocation: with base == NULL only the size is counted.
-typedef struct ws_arena {
-    char *base;
-    size_t used;
-} ws_arena;
-
-static void *ws_take(ws_arena *a, size_t n, size_t elem) {
-    size_t off = (a->used + 63) & ~(size_t)63;
-    a->used = off + n * elem;
-    return a->base ? a->base + off : NULL;
-}
-#define TAKE_F(a, n) ((float *)ws_take((a), (n), sizeof(float)))
-#define TAKE_I(a, n) ((int32_t *)ws_take((a), (n), sizeof(int32_t)))
-
-static void ws_layout(model_ws *w, const model_config *c, ws_arena *a) {
+static void ws_layout(model_ws *w, const model_config *c, cpu_arena *a) {
     size_t T = w->max_T, D = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     size_t H = c->n_heads, E = c->n_experts, K = c->top_k, I = c->intermediate, R = w->R, S = T * K;
     for (int i = 0; i < w->n_sets; i++) {
         layer_acts *x = &w->acts[i];
-        x->a = TAKE_F(a, T * D), x->rstd1 = TAKE_F(a, T);
-        x->q = TAKE_F(a, T * Q), x->k = TAKE_F(a, T * KV), x->v = TAKE_F(a, T * KV);
-        x->zq = TAKE_F(a, T * R), x->zk = TAKE_F(a, T * R), x->zv = TAKE_F(a, T * R), x->zo = TAKE_F(a, T * R);
-        x->att = TAKE_F(a, T * Q), x->amax = TAKE_F(a, T * H), x->aden = TAKE_F(a, T * H);
-        x->hmid = TAKE_F(a, T * D), x->mn = TAKE_F(a, T * D), x->rstd2 = TAKE_F(a, T);
-        x->sel = TAKE_I(a, S), x->rw = TAKE_F(a, S);
-        cpu_moe_acts *mo = &x->moe;
-        mo->off = TAKE_I(a, E + 1), mo->tok = TAKE_I(a, S), mo->slot = TAKE_I(a, S);
-        mo->gate = TAKE_F(a, S * I), mo->up = TAKE_F(a, S * I), mo->act = TAKE_F(a, S * I);
-        mo->zg = TAKE_F(a, S * R), mo->zu = TAKE_F(a, S * R), mo->zd = TAKE_F(a, S * R);
-        mo->y = TAKE_F(a, S * D);
+        x->a = cpu_take_f(a, T * D), x->rstd1 = cpu_take_f(a, T);
+        x->q = cpu_take_f(a, T * Q), x->k = cpu_take_f(a, T * KV), x->v = cpu_take_f(a, T * KV);
+        x->zq = cpu_take_f(a, T * R), x->zk = cpu_take_f(a, T * R);
+        x->zv = cpu_take_f(a, T * R), x->zo = cpu_take_f(a, T * R);
+        x->att = cpu_take_f(a, T * Q), x->amax = cpu_take_f(a, T * H), x->aden = cpu_take_f(a, T * H);
+        x->hmid = cpu_take_f(a, T * D), x->mn = cpu_take_f(a, T * D), x->rstd2 = cpu_take_f(a, T);
+        x->sel = cpu_take_i(a, S), x->rw = cpu_take_f(a, S);
+        cpu_moe_acts_take(&x->moe, a, S, E, I, R, D);
     }
-    w->resid = TAKE_F(a, (size_t)(w->L + 1) * T * D);
-    w->hn = TAKE_F(a, T * D), w->rstd_f = TAKE_F(a, T);
-    w->lse = (double *)ws_take(a, T, sizeof(double));
-    w->tok_loss = TAKE_F(a, T);
-    w->cos_t = TAKE_F(a, T * (c->head_dim / 2)), w->sin_t = TAKE_F(a, T * (c->head_dim / 2));
-    w->rlogits = TAKE_F(a, T * E);
-    w->dh = TAKE_F(a, T * D), w->dtmp = TAKE_F(a, T * D), w->datt = TAKE_F(a, T * Q);
-    w->dq = TAKE_F(a, T * Q), w->dk = TAKE_F(a, T * KV), w->dv = TAKE_F(a, T * KV);
-    w->dz = TAKE_F(a, T * R), w->drw = TAKE_F(a, S);
+    w->resid = cpu_take_f(a, (size_t)(w->L + 1) * T * D);
+    w->hn = cpu_take_f(a, T * D), w->rstd_f = cpu_take_f(a, T);
+    w->lse = (double *)cpu_arena_take(a, T, sizeof(double));
+    w->tok_loss = cpu_take_f(a, T);
+    w->cos_t = cpu_take_f(a, T * (c->head_dim / 2)), w->sin_t = cpu_take_f(a, T * (c->head_dim / 2));
+    w->rlogits = cpu_take_f(a, T * E);
+    w->dh = cpu_take_f(a, T * D), w->dtmp = cpu_take_f(a, T * D), w->datt = cpu_take_f(a, T * Q);
+    w->dq = cpu_take_f(a, T * Q), w->dk = cpu_take_f(a, T * KV), w->dv = cpu_take_f(a, T * KV);
+    w->dz = cpu_take_f(a, T * R), w->drw = cpu_take_f(a, S);
     cpu_moe_scratch *s = &w->ms;
-    s->xs = TAKE_F(a, T * D), s->gu = TAKE_F(a, T * 2 * I), s->dy = TAKE_F(a, T * D);
-    s->dact = TAKE_F(a, T * I), s->dgate = TAKE_F(a, T * I), s->dup = TAKE_F(a, T * I);
-    s->dz = TAKE_F(a, T * R), s->dxs = TAKE_F(a, S * D);
-    s->wbuf = TAKE_F(a, (size_t)2 * I * D > D * I ? (size_t)2 * I * D : D * I);
+    s->xs = cpu_take_f(a, T * D), s->gu = cpu_take_f(a, T * 2 * I), s->dy = cpu_take_f(a, T * D);
+    s->dact = cpu_take_f(a, T * I), s->dgate = cpu_take_f(a, T * I), s->dup = cpu_take_f(a, T * I);
+    s->dz = cpu_take_f(a, T * R), s->dxs = cpu_take_f(a, S * D);
+    s->wbuf = cpu_take_f(a, (size_t)2 * I * D > D * I ? (size_t)2 * I * D : D * I);
 }
 
 gt_status model_ws_init(model_ws **out, const model *m, int lora_rank, int max_T, int checkpointing,
@@ -106,7 +89,7 @@ gt_status model_ws_init(model_ws **out, const model *m, int lora_rank, int max_T
     w->max_T = max_T, w->R = lora_rank, w->checkpointing = checkpointing ? 1 : 0, w->L = c->n_layers;
     w->n_sets = checkpointing ? 1 : c->n_layers;
     w->acts = xcalloc((size_t)w->n_sets, sizeof(layer_acts));
-    ws_arena a = {NULL, 0};
+    cpu_arena a = {NULL, 0};
     ws_layout(w, c, &a);
     w->bytes = a.used;
     a.base = malloc(a.used);

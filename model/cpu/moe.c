@@ -16,6 +16,13 @@
 
 #define DEQ_ROWS 32
 
+void cpu_moe_acts_take(cpu_moe_acts *a, cpu_arena *ar, size_t S, size_t E, size_t I, size_t R, size_t D) {
+    a->off = cpu_take_i(ar, E + 1), a->tok = cpu_take_i(ar, S), a->slot = cpu_take_i(ar, S);
+    a->gate = cpu_take_f(ar, S * I), a->up = cpu_take_f(ar, S * I), a->act = cpu_take_f(ar, S * I);
+    a->zg = cpu_take_f(ar, S * R), a->zu = cpu_take_f(ar, S * R), a->zd = cpu_take_f(ar, S * R);
+    a->y = cpu_take_f(ar, S * D);
+}
+
 static const float *moe_weight(const qmatrix *q, float *buf) {
     if (q->fmt == WF_F32) return q->f32;
     int blocks = (q->rows + DEQ_ROWS - 1) / DEQ_ROWS;

@@ -20,6 +20,21 @@ static inline float cpu_dot(const float *a, const float *b, int n) {
     return s;
 }
 
+// Two-pass bump allocation of a workspace (forward.c, decode.c): with base == NULL take() only counts
+// (offsets aligned to 64 bytes); then base = malloc(used), used = 0 and the same layout takes again.
+typedef struct cpu_arena {
+    char *base;
+    size_t used;
+} cpu_arena;
+
+static inline void *cpu_arena_take(cpu_arena *a, size_t n, size_t elem) {
+    size_t off = (a->used + 63) & ~(size_t)63;
+    a->used = off + n * elem;
+    return a->base ? a->base + off : NULL;
+}
+static inline float *cpu_take_f(cpu_arena *a, size_t n) { return (float *)cpu_arena_take(a, n, sizeof(float)); }
+static inline int32_t *cpu_take_i(cpu_arena *a, size_t n) { return (int32_t *)cpu_arena_take(a, n, sizeof(int32_t)); }
+
 // The active LoRA pair of (layer, target, expert) or NULL: off in lora->targets, no adapter, or no A.
 static inline const lora_pair *cpu_lora_pick(const model_lora *lora, int layer, lora_target t, int e) {
     if (!lora || !lora->layers || !(lora->targets & (1u << t))) return NULL;
@@ -50,6 +65,8 @@ typedef struct cpu_moe_acts {  // kept for the backward
     float *zg, *zu, *zd;       // (S, R) LoRA A x of gate, up, down
     float *y;                  // (S, D) expert output before the routing weight
 } cpu_moe_acts;
+// Takes a's buffers for S slots from the arena.
+void cpu_moe_acts_take(cpu_moe_acts *a, cpu_arena *ar, size_t S, size_t E, size_t I, size_t R, size_t D);
 
 typedef struct cpu_moe_scratch {
     float *xs;                 // (T, D) one expert's gathered inputs
