@@ -7,23 +7,13 @@
 
 #include <stdlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                 \
-    do {                                                                                                  \
-        if (!(cond)) {                                                                                    \
-            failures++;                                                                                   \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            fprintf(stderr, __VA_ARGS__);                                                                 \
-            fputc('\n', stderr);                                                                          \
-        }                                                                                                 \
-    } while (0)
+#include "test_util.h"
 
-static char tmp_dir[1024];
+static char *tmp_dir; // $GPTOSS_TMP/test_config
 
 static char *write_file(const char *name, const char *text) {
     char *path = fs_join(tmp_dir, name);
-    gt_error err;
-    if (fs_write_atomic(path, text, strlen(text), &err)) gt_die(__FILE__, __LINE__, "%s", err.msg);
+    test_write_file(path, text, strlen(text));
     return path;
 }
 
@@ -450,10 +440,7 @@ static void test_markdown(void) {
 }
 
 int main(void) {
-    const char *base = getenv("GPTOSS_TMP");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/test_config", base && *base ? base : "/tmp");
-    gt_error err;
-    if (fs_mkdirs(tmp_dir, &err)) gt_die(__FILE__, __LINE__, "%s", err.msg);
+    tmp_dir = test_tmpdir("test_config");
     test_defaults();
     test_every_key();
     test_set_errors();
@@ -464,10 +451,7 @@ int main(void) {
     test_round_trip_strings();
     test_resolve();
     test_markdown();
-    if (failures) {
-        fprintf(stderr, "test_config: %d failures (files in %s)\n", failures, tmp_dir);
-        return 1;
-    }
-    printf("test_config: ok\n");
-    return 0;
+    if (failures) fprintf(stderr, "test_config: the files are in %s\n", tmp_dir);
+    free(tmp_dir);
+    return test_finish("test_config");
 }

@@ -16,16 +16,7 @@
 #include <time.h>
 #include <zlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 static const char *TOKENIZER = "tests/fixtures/tokenizer/tokenizer.json";
 static const char *BAD_ROWS = "tests/fixtures/data/bad_rows.jsonl";
@@ -34,11 +25,6 @@ static char *tmpdir;
 static tokenizer *tok;
 
 static char *tmp(const char *name) { return fs_join(tmpdir, name); }
-
-static void write_file(const char *path, const char *text, size_t len) {
-    gt_error err;
-    if (fs_write_atomic(path, text, len, &err)) gt_die(__FILE__, __LINE__, "%s", err.msg);
-}
 
 static void write_gz(const char *path, const char *text, size_t len) {
     gzFile gz = gzopen(path, "wb");
@@ -144,9 +130,9 @@ static void test_files(void) {
         else crlf[n++] = buf[i];
     }
     char *plain = tmp("five.jsonl"), *gz = tmp("five.jsonl.gz"), *crlf_path = tmp("five_crlf.jsonl");
-    write_file(plain, buf, cut);
+    test_write_file(plain, buf, cut);
     write_gz(gz, buf, cut);
-    write_file(crlf_path, crlf, n);
+    test_write_file(crlf_path, crlf, n);
     const char *files[3] = {plain, gz, crlf_path};
     data_docs d[3] = {{0}};
     data_options o;
@@ -172,7 +158,7 @@ static void test_files(void) {
     char *gzbytes;
     size_t gzlen;
     CHECK(fs_read_file(gz, &gzbytes, &gzlen, &err) == GT_OK);
-    write_file(cutgz, gzbytes, gzlen / 2);
+    test_write_file(cutgz, gzbytes, gzlen / 2);
     const char *cf = cutgz;
     EXPECT(data_read_files(&cf, 1, &o, tok, 0, &m, &err) != GT_OK && strstr(err.msg, cutgz),
            "a truncated .gz read without error");
@@ -223,7 +209,7 @@ static void test_bad_rows(void) {
         char *nl = strchr(line, '\n');
         CHECK(nl);
         char *text = xasprintf("%s%.*s\n", good, (int)(nl - line), line);
-        write_file(path, text, strlen(text));
+        test_write_file(path, text, strlen(text));
         const char *f = path;
         opts(&o, &f, 1);
         data_docs d = {0};
@@ -240,7 +226,7 @@ static void test_bad_rows(void) {
     EXPECT(i == n_bad, "%zu bad rows in the fixture, %zu reasons", i, n_bad);
     // Skip: the good rows stay, every bad one is counted.
     char *mixed = xasprintf("%s%s%s", good, buf, good);
-    write_file(path, mixed, strlen(mixed));
+    test_write_file(path, mixed, strlen(mixed));
     const char *f = path;
     opts(&o, &f, 1);
     o.on_bad_row = DATA_BAD_ROW_SKIP;
@@ -421,10 +407,10 @@ static void test_cache_file(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *copy = xmalloc(len);
         memcpy(copy, buf, len);
-        if (cases[i].cut) write_file(bad, copy, len - 3);
+        if (cases[i].cut) test_write_file(bad, copy, len - 3);
         else {
             copy[cases[i].at] ^= 0x5a;
-            write_file(bad, copy, len);
+            test_write_file(bad, copy, len);
         }
         EXPECT(token_cache_read(bad, 77, &r, &err) == GT_EFORMAT && strstr(err.msg, cases[i].want) && strstr(err.msg, bad),
                "damaged cache %zu: %s", i, err.msg);
@@ -520,10 +506,8 @@ static void test_pipeline_and_cache(void) {
 }
 
 int main(void) {
-    const char *t = getenv("GPTOSS_TMP");
-    tmpdir = fs_join(t ? t : "/tmp", "dataset");
+    tmpdir = test_tmpdir("dataset");
     gt_error err;
-    CHECK(fs_mkdirs(tmpdir, &err) == GT_OK);
     if (tokenizer_load_hf(&tok, TOKENIZER, &err) != GT_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
@@ -537,10 +521,5 @@ int main(void) {
     test_pipeline_and_cache();
     tokenizer_free(tok);
     free(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_dataset: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_dataset: ok\n");
-    return 0;
+    return test_finish("test_dataset");
 }

@@ -20,17 +20,7 @@
 #include "cpu_tiny.h"
 #include "lora/lora.h"
 #include "model/model.h"
-
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 // Worst relative difference of got vs want (V), with its index.
 static double worst_rel(const float *got, const float *want, int V, int *at) {
@@ -266,10 +256,5 @@ int main(void) {
     cpu_tiny_free(&m);
     test_sampler();
     test_hf_generate();
-    if (failures) {
-        fprintf(stderr, "test_decode: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_decode: ok\n");
-    return 0;
+    return test_finish("test_decode");
 }

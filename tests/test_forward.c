@@ -16,13 +16,8 @@
 
 #include "cpu_tiny.h"
 #include "model/model.h"
+#include "test_util.h"
 
-static int failures;
-
-static void expect(int ok, const char *detail, const char *what) {
-    printf("%s %s%s\n", ok ? "ok  " : "FAIL", what, detail);
-    failures += !ok;
-}
 
 // All LoRA gradients of the model, concatenated (for comparisons); returns the count.
 static size_t grads_collect(model_lora *lo, const model *m, float *out) {
@@ -86,14 +81,14 @@ static void test_checkpointing_and_threads(void) {
     float *g0 = run_grads(&m, &lo, &tb.b, 0, 1.0f, &l0), *g1 = run_grads(&m, &lo, &tb.b, 1, 1.0f, &l1);
     double gmax = 0;
     for (size_t i = 0; i < ng; i++) gmax = fmax(gmax, fabsf(g0[i]));
-    expect(gmax > 0 && l0 == l1 && !memcmp(g0, g1, ng * 4), " (loss and every LoRA gradient)",
-           "checkpointing on == off, bitwise");
+    test_report(gmax > 0 && l0 == l1 && !memcmp(g0, g1, ng * 4),
+                "checkpointing on == off, bitwise (loss and every LoRA gradient)");
 #ifdef _OPENMP
     int nt = omp_get_max_threads();
     omp_set_num_threads(nt > 1 ? 1 : 2);
     float *g2 = run_grads(&m, &lo, &tb.b, 1, 1.0f, &l2);
     omp_set_num_threads(nt);
-    expect(l2 == l1 && !memcmp(g2, g1, ng * 4), "", "1 and 2 OpenMP threads give bitwise identical gradients");
+    test_report(l2 == l1 && !memcmp(g2, g1, ng * 4), "1 and 2 OpenMP threads give bitwise identical gradients");
     free(g2);
 #else
     printf("skip thread-count check: built without OpenMP\n");
@@ -102,7 +97,7 @@ static void test_checkpointing_and_threads(void) {
     float *g3 = run_grads(&m, &lo, &tb.b, 0, 0.5f, &l3);
     int exact = 1;
     for (size_t i = 0; i < ng; i++) exact &= g3[i] == 0.5f * g0[i];
-    expect(exact && l3 == l0, "", "grad_scale 0.5 gives exactly half the gradients");
+    test_report(exact && l3 == l0, "grad_scale 0.5 gives exactly half the gradients");
     // a second call accumulates: g + g = 2g exactly
     model_ws *ws;
     gt_error err;
@@ -114,7 +109,7 @@ static void test_checkpointing_and_threads(void) {
     grads_collect(&lo, &m, g3);
     exact = 1;
     for (size_t i = 0; i < ng; i++) exact &= g3[i] == 2.0f * g0[i];
-    expect(exact, "", "two calls accumulate dA/dB (+=)");
+    test_report(exact, "two calls accumulate dA/dB (+=)");
     model_ws_free(ws);
     free(g0), free(g1), free(g3);
     tiny_batch_free(&tb);
@@ -151,14 +146,14 @@ static void test_packed_equals_separate(void) {
         if (fabsf(packed[i] - alone[i]) > diff) diff = fabsf(packed[i] - alone[i]), worst = i;
     char msg[128];
     snprintf(msg, sizeof msg, " (largest difference %.3g at token %zu)", diff, worst / V);
-    expect(diff == 0, msg, "packed documents == each document alone, bitwise");
+    test_report(diff == 0, "packed documents == each document alone, bitwise%s", msg);
     // the doc ids matter: the same tokens as one document give different logits after the first boundary
     int32_t one_doc[32] = {0}, pos[32];
     model_batch_positions(one_doc, T, pos);
     model_batch b1 = {T, tb.ids, pos, one_doc, tb.targets};
     CHECK(model_logits(ws, &m, &lo, &b1, alone, &err) == GT_OK);
-    expect(memcmp(alone + (size_t)lens[0] * V, packed + (size_t)lens[0] * V, (size_t)V * 4) != 0, "",
-           "the same tokens as one document differ after the boundary (the test can fail)");
+    test_report(memcmp(alone + (size_t)lens[0] * V, packed + (size_t)lens[0] * V, (size_t)V * 4) != 0,
+                "the same tokens as one document differ after the boundary (the test can fail)");
     free(packed), free(alone);
     model_ws_free(ws);
     tiny_batch_free(&tb);
@@ -205,8 +200,8 @@ static void test_chunked_ce(void) {
     char msg[160];
     snprintf(msg, sizeof msg, " (%lld targets, loss %.9g vs %.9g, worst token %.3g)", (long long)n, loss, want_sum,
              worst);
-    expect(n == want_n && worst < 1e-6 && fabs(loss - want_sum) < 1e-5, msg,
-           "chunked cross-entropy == full softmax of the logits");
+    test_report(n == want_n && worst < 1e-6 && fabs(loss - want_sum) < 1e-5,
+                "chunked cross-entropy == full softmax of the logits%s", msg);
     free(logits), free(tl);
     model_ws_free(ws);
     tiny_batch_free(&tb);
@@ -237,15 +232,15 @@ static void test_sliding_window(void) {
         if (t < 2 || t > 2 + reach) outside_same &= same;
         else inside_differs &= !same;
     }
-    expect(outside_same, "", "sliding window: tokens beyond the window's reach are unchanged, bitwise");
-    expect(inside_differs, "", "sliding window: tokens within reach change");
+    test_report(outside_same, "sliding window: tokens beyond the window's reach are unchanged, bitwise");
+    test_report(inside_differs, "sliding window: tokens within reach change");
     // with full attention, the last token sees token 2
     m.cfg.layer_sliding[0] = m.cfg.layer_sliding[1] = 0;
     CHECK(model_logits(ws, &m, NULL, &tb.b, b, &err) == GT_OK);
     tb.ids[2] = (tb.ids[2] + V - 1) % V;
     CHECK(model_logits(ws, &m, NULL, &tb.b, a, &err) == GT_OK);
-    expect(memcmp(a + (size_t)(T - 1) * V, b + (size_t)(T - 1) * V, (size_t)V * 4) != 0, "",
-           "full attention: the last token sees token 2 (the window test can fail)");
+    test_report(memcmp(a + (size_t)(T - 1) * V, b + (size_t)(T - 1) * V, (size_t)V * 4) != 0,
+                "full attention: the last token sees token 2 (the window test can fail)");
     free(a), free(b);
     model_ws_free(ws);
     tiny_batch_free(&tb);
@@ -257,13 +252,14 @@ static void test_batch_helpers(void) {
     gt_error err;
     CHECK(model_batch_targets(labels, doc, 8, 10, tg, &err) == GT_OK);
     int32_t want[8] = {-1, 7, 8, -1, -1, 3, 4, -1};
-    expect(!memcmp(tg, want, sizeof want), "", "HF labels -> shifted targets, -100 and document ends give -1");
+    test_report(!memcmp(tg, want, sizeof want), "HF labels -> shifted targets, -100 and document ends give -1");
     model_batch_positions(doc, 8, pos);
     int32_t wpos[8] = {0, 1, 2, 3, 0, 1, 2, 3};
-    expect(!memcmp(pos, wpos, sizeof wpos), "", "positions restart in each document");
+    test_report(!memcmp(pos, wpos, sizeof wpos), "positions restart in each document");
     labels[6] = 10;
-    expect(model_batch_targets(labels, doc, 8, 10, tg, &err) == GT_EINVAL && strstr(err.msg, "labels[6]"), "",
-           "a label outside the vocabulary is an error naming its index");
+    test_report(model_batch_targets(labels, doc, 8, 10, tg, &err) == GT_EINVAL &&
+                    strstr(err.msg, "labels[6]"),
+                "a label outside the vocabulary is an error naming its index");
 
     model_config cfg;
     tiny_config(&cfg, 1, 16);
@@ -275,25 +271,30 @@ static void test_batch_helpers(void) {
     model_batch b = {4, ids, p5, d5, t5};
     double loss;
     int64_t n;
-    expect(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL && strstr(err.msg, "ids[2]"),
-           "", "a token id outside the vocabulary is an error naming its index");
+    test_report(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL &&
+                    strstr(err.msg, "ids[2]"),
+                "a token id outside the vocabulary is an error naming its index");
     ids[2] = 3, t5[1] = 16;
-    expect(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL && strstr(err.msg, "targets[1]"),
-           "", "a target outside the vocabulary is an error");
+    test_report(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL &&
+                    strstr(err.msg, "targets[1]"),
+                "a target outside the vocabulary is an error");
     t5[1] = 5, d5[2] = 1, d5[3] = 0;
-    expect(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL && strstr(err.msg, "doc[3]"), "",
-           "documents out of order are an error");
+    test_report(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL &&
+                    strstr(err.msg, "doc[3]"),
+                "documents out of order are an error");
     d5[2] = d5[3] = 0;
     b.T = 5;
-    expect(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL && strstr(err.msg, "max_T"), "",
-           "a batch longer than the workspace is an error");
+    test_report(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_EINVAL &&
+                    strstr(err.msg, "max_T"),
+                "a batch longer than the workspace is an error");
     model_lora lo;
     cpu_tiny_lora_init(&lo, &m, 2, 1.0f, 142);
     b.T = 4;
-    expect(model_forward_loss(ws, &m, &lo, &b, &loss, &n, NULL, &err) == GT_EINVAL && strstr(err.msg, "rank"), "",
-           "an adapter of another rank than the workspace is an error");
-    expect(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_OK && n == 4 && loss > 0, "",
-           "the corrected batch runs");
+    test_report(model_forward_loss(ws, &m, &lo, &b, &loss, &n, NULL, &err) == GT_EINVAL &&
+                    strstr(err.msg, "rank"),
+                "an adapter of another rank than the workspace is an error");
+    test_report(model_forward_loss(ws, &m, NULL, &b, &loss, &n, NULL, &err) == GT_OK && n == 4 && loss > 0,
+                "the corrected batch runs");
     cpu_tiny_lora_free(&lo, &m);
     model_ws_free(ws);
     cpu_tiny_free(&m);
@@ -305,6 +306,5 @@ int main(void) {
     test_chunked_ce();
     test_sliding_window();
     test_batch_helpers();
-    if (failures) printf("%d check(s) failed\n", failures);
-    return failures ? 1 : 0;
+    return test_finish("test_forward");
 }

@@ -14,16 +14,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 static const char *RENDERS = "tests/fixtures/harmony/renders.json";
 static const char *TOKENIZER = "tests/fixtures/tokenizer/tokenizer.json";
@@ -283,10 +274,6 @@ int main(void) {
     test_date_and_refusals();
     if (tok) tokenizer_free(tok);
     json_decref(root);
-    if (failures) {
-        fprintf(stderr, "test_harmony: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_harmony: %zu renders byte-exact, spans and tokens checked\n", n_cases);
-    return 0;
+    if (!failures) printf("test_harmony: %zu renders byte-exact, spans and tokens checked\n", n_cases);
+    return test_finish("test_harmony");
 }

@@ -12,16 +12,7 @@
 
 #include <stdlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 static const char *TOKENIZER = "tests/fixtures/tokenizer/tokenizer.json";
 
@@ -265,10 +256,5 @@ int main(void) {
     test_malformed(tok);
     test_utf8(tok);
     tokenizer_free(tok);
-    if (failures) {
-        fprintf(stderr, "test_harmony_stream: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_harmony_stream: ok\n");
-    return 0;
+    return test_finish("test_harmony_stream");
 }

@@ -9,16 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 static char *root; // $GPTOSS_TMP/hfcache
 
@@ -30,7 +21,7 @@ static void put(const char *dir, const char *name, const char *text) {
     gt_error err;
     must(fs_mkdirs(dir, &err), &err);
     char *p = fs_join(dir, name);
-    must(fs_write_atomic(p, text, strlen(text), &err), &err);
+    test_write_file(p, text, strlen(text));
     free(p);
 }
 
@@ -103,8 +94,7 @@ static void expect_fails(const char *name, hf_repo_kind kind, const char *rev, g
 }
 
 int main(void) {
-    const char *t = getenv("GPTOSS_TMP");
-    root = fs_join(t && *t ? t : "/tmp/gptoss-test", "hfcache");
+    root = test_tmpdir("hfcache");
     char *hub = fs_join(root, "hub_cache"), *hf_home = fs_join(root, "hf_home"), *home = fs_join(root, "home");
     char *home_hub = fs_join(home, ".cache/huggingface/hub"), *hf_home_hub = fs_join(hf_home, "hub");
     char h1[41], h2[41], h3[41], h4[41], h5[41], h6[41], h7[41], h8[41];
@@ -204,10 +194,5 @@ int main(void) {
     free(home_hub);
     free(hf_home_hub);
     free(root);
-    if (failures) {
-        fprintf(stderr, "test_hfcache: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_hfcache: ok\n");
-    return 0;
+    return test_finish("test_hfcache");
 }

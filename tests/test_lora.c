@@ -15,16 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 #define FIX "tests/fixtures/model/"
 static char *tmpdir;
@@ -413,10 +404,7 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    const char *t = getenv("GPTOSS_TMP");
-    tmpdir = fs_join(t ? t : "/tmp", "lora");
-    gt_error err;
-    if (fs_mkdirs(tmpdir, &err)) gt_die(__FILE__, __LINE__, "%s", err.msg);
+    tmpdir = test_tmpdir("lora");
     test_init();
     test_peft_fixture("adapter_bf16", cfg_of(24, 16, 8, 4, 4), ALL, 3, 2.0f);
     test_peft_fixture("adapter_q", cfg_of(32, 64, 16, 4, 4), ALL, 3, 2.0f);
@@ -425,10 +413,5 @@ int main(void) {
     test_gate_only_export();
     test_errors();
     free(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_lora: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_lora: ok\n");
-    return 0;
+    return test_finish("test_lora");
 }

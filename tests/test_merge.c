@@ -21,17 +21,7 @@
 
 #include "lora/lora.h"
 #include "model/model.h"
-
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 #define T 20
 
@@ -215,17 +205,9 @@ static void test_mxfp4_base(const char *tmp) {
 }
 
 int main(void) {
-    const char *t = getenv("GPTOSS_TMP");
-    char *tmp = fs_join(t ? t : "/tmp", "test_merge");
-    gt_error err = {0};
-    CHECK(fs_mkdirs(tmp, &err) == GT_OK);
+    char *tmp = test_tmpdir("test_merge");
     test_bf16_base(tmp);
     test_mxfp4_base(tmp);
     free(tmp);
-    if (failures) {
-        fprintf(stderr, "test_merge: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_merge: ok\n");
-    return 0;
+    return test_finish("test_merge");
 }

@@ -7,16 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            failures++;                                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
-    } while (0)
+#include "test_util.h"
 
 // openai/gpt-oss-20b config.json as published (transformers 4.55.0.dev0).
 static const char *REAL =
@@ -47,16 +38,15 @@ static const char *V5 =
     " \"rope_theta\": 10000.0, \"truncate\": true}}";
 
 static char *tmp_path(const char *name) {
-    const char *dir = getenv("GPTOSS_TMP") ? getenv("GPTOSS_TMP") : "/tmp";
-    gt_error err;
-    CHECK(fs_mkdirs(dir, &err) == GT_OK);
-    return xasprintf("%s/test_model_config_%d_%s", dir, (int)getpid(), name);
+    char *dir = test_tmpdir("test_model_config");
+    char *path = xasprintf("%s/%d_%s", dir, (int)getpid(), name);
+    free(dir);
+    return path;
 }
 
 static gt_status load_text(const char *text, model_config *cfg, gt_error *err, char **path_out) {
     char *path = tmp_path("config.json");
-    gt_error e;
-    CHECK(fs_write_atomic(path, text, strlen(text), &e) == GT_OK);
+    test_write_file(path, text, strlen(text));
     gt_status s = model_config_load(cfg, path, err);
     unlink(path);
     if (path_out) *path_out = path;
@@ -197,7 +187,5 @@ int main(void) {
     test_v5();
     test_errors();
     test_presets();
-    if (failures) printf("%d failure(s)\n", failures);
-    else printf("test_model_config: ok\n");
-    return failures ? 1 : 0;
+    return test_finish("test_model_config");
 }

@@ -19,16 +19,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 #define FIX "tests/fixtures/model/"
 
@@ -210,10 +201,5 @@ int main(void) {
     run_variant("mxfp4", "adapter_q", 1);
     run_variant("nf4", "adapter_q", 0);
     test_packing();
-    if (failures) {
-        fprintf(stderr, "test_model_ref: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_model_ref: ok\n");
-    return 0;
+    return test_finish("test_model_ref");
 }

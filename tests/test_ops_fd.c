@@ -11,8 +11,7 @@
 
 #include "cpu_tiny.h"
 #include "model/model.h"
-
-static int failures;
+#include "test_util.h"
 
 // |got - want| <= atol + rtol |want| everywhere; prints the worst element otherwise.
 static void check(const char *what, const float *got, const double *want, size_t n, double atol, double rtol) {
@@ -22,13 +21,11 @@ static void check(const char *what, const float *got, const double *want, size_t
         double excess = fabs(got[i] - want[i]) - (atol + rtol * fabs(want[i]));
         if (excess > worst_excess || isnan(got[i])) worst_excess = isnan(got[i]) ? 1e300 : excess, worst = i;
     }
-    if (n && worst_excess > 0) {
-        printf("FAIL %s: element %zu is %.9g, want %.9g (atol %.3g, rtol %.3g)\n", what, worst, got[worst],
-               want[worst], atol, rtol);
-        failures++;
-    } else {
-        printf("ok   %s (%zu values)\n", what, n);
-    }
+    if (n && worst_excess > 0)
+        test_report(0, "%s: element %zu is %.9g, want %.9g (atol %.3g, rtol %.3g)", what, worst, got[worst],
+                    want[worst], atol, rtol);
+    else
+        test_report(1, "%s (%zu values)", what, n);
 }
 
 static double maxabs_d(const double *x, size_t n) {
@@ -94,8 +91,7 @@ static void test_matmul(void) {
     cpu_matmul(y, x, w, b, M, N, K, 1);
     for (int i = 0; i < M * N; i++) want[i] = (y[i] - want[i]) / scale[i]; // relative error
     double worst = maxabs_d(want, (size_t)M * N);
-    printf("%s matmul (y += x w^T + b): worst error %.3g of sum|x w|\n", worst < 1e-5 ? "ok  " : "FAIL", worst);
-    failures += worst >= 1e-5;
+    test_report(worst < 1e-5, "matmul (y += x w^T + b): worst error %.3g of sum|x w|", worst);
     // dx = dy w
     for (int i = 0; i < M; i++)
         for (int k = 0; k < K; k++) {
@@ -106,8 +102,7 @@ static void test_matmul(void) {
     cpu_matmul_dx(dx, dy, w, M, N, K, 0);
     worst = 0;
     for (int i = 0; i < M * K; i++) worst = fmax(worst, fabs(dx[i] - want[i]) / scale[i]);
-    printf("%s matmul_dx (dx = dy w): worst error %.3g of sum|dy w|\n", worst < 1e-5 ? "ok  " : "FAIL", worst);
-    failures += worst >= 1e-5;
+    test_report(worst < 1e-5, "matmul_dx (dx = dy w): worst error %.3g of sum|dy w|", worst);
     // dw += 0.5 dy^T x
     for (int j = 0; j < N; j++)
         for (int k = 0; k < K; k++) {
@@ -118,9 +113,7 @@ static void test_matmul(void) {
     cpu_matmul_dw(dw, dy, x, M, N, K, 0.5f);
     worst = 0;
     for (int i = 0; i < N * K; i++) worst = fmax(worst, fabs(dw[i] - want[i]) / scale[i]);
-    printf("%s matmul_dw (dw += a dy^T x): worst error %.3g of the magnitudes\n", worst < 1e-5 ? "ok  " : "FAIL",
-           worst);
-    failures += worst >= 1e-5;
+    test_report(worst < 1e-5, "matmul_dw (dw += a dy^T x): worst error %.3g of the magnitudes", worst);
     free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(want), free(scale);
 }
 
@@ -172,9 +165,8 @@ static void test_rmsnorm(void) {
 // the tolerance is 1e-6 + 1.5e-7 pos.
 static void rope_case_report(const char *name, double worst, double maxerr, int rows) {
     if (!name[0]) return;
-    printf("%s rope %s: %d cos/sin rows vs transformers, largest difference %.3g (excess over tolerance %.3g)\n",
-           worst > 0 ? "FAIL" : "ok  ", name, rows, maxerr, worst);
-    failures += worst > 0;
+    test_report(!(worst > 0), "rope %s: %d cos/sin rows vs transformers, largest difference %.3g (excess over "
+                "tolerance %.3g)", name, rows, maxerr, worst);
 }
 
 static void test_rope_tables(void) {
@@ -182,8 +174,7 @@ static void test_rope_tables(void) {
     size_t len;
     gt_error err;
     if (fs_read_file("tests/fixtures/cpu_ops/rope.txt", &txt, &len, &err) != GT_OK) {
-        printf("FAIL rope fixture: %s\n", err.msg);
-        failures++;
+        test_report(0, "rope fixture: %s", err.msg);
         return;
     }
     model_config c;
@@ -221,8 +212,7 @@ static void test_rope_tables(void) {
     rope_case_report(name, worst, maxerr, rows);
     free(txt);
     if (cases < 4 || total < 8) {
-        printf("FAIL rope fixture: only %d cases, %d rows\n", cases, total);
-        failures++;
+        test_report(0, "rope fixture: only %d cases, %d rows", cases, total);
     }
 }
 
@@ -376,8 +366,7 @@ static void test_router(void) {
         for (int k = 0; k < c.K; k++) z += exp(want[t * c.K + k] - mx);
         for (int k = 0; k < c.K; k++) want[t * c.K + k] = exp(want[t * c.K + k] - mx) / z;
     }
-    printf("%s router selection vs argmax reference\n", bad_sel ? "FAIL" : "ok  ");
-    failures += bad_sel != 0;
+    test_report(bad_sel == 0, "router selection vs argmax reference");
     check("router weights vs double softmax", c.w, want, nw, 1e-7, 1e-6);
     cpu_router_backward(dl, dw, c.w, c.sel, c.T, c.E, c.K);
     // eps 1e-3 (logits are >= ~1e-2 apart for this seed, so the selection never flips)
@@ -389,8 +378,7 @@ static void test_router(void) {
     float w3[3];
     cpu_router_forward(s3, w3, tie, 1, 6, 3);
     int ok = s3[0] == 1 && s3[1] == 2 && s3[2] == 4;
-    printf("%s router ties -> lowest index first (got %d %d %d)\n", ok ? "ok  " : "FAIL", s3[0], s3[1], s3[2]);
-    failures += !ok;
+    test_report(ok, "router ties -> lowest index first (got %d %d %d)", s3[0], s3[1], s3[2]);
     free(c.logits), free(c.w), free(c.sel), free(c.r), free(dw), free(dl), free(want), free(fd);
 }
 
@@ -433,8 +421,7 @@ static void test_swiglu(void) {
     // exactly zero where clamped (the FD above only says "small")
     int nz = 0;
     for (size_t i = 0; i < c.n; i++) nz += (c.gate[i] > 7 && dg[i] != 0) || (fabsf(c.up[i]) > 7 && du[i] != 0);
-    printf("%s swiglu clamped positions pass exactly zero gradient\n", nz ? "FAIL" : "ok  ");
-    failures += nz != 0;
+    test_report(nz == 0, "swiglu clamped positions pass exactly zero gradient");
     free(c.gate), free(c.up), free(c.act), free(c.r), free(dact), free(dg), free(du), free(want), free(fg), free(fu);
 }
 
@@ -535,8 +522,7 @@ static void test_ce(void) {
     cpu_ce_forward_backward(lse2, loss2, dh, c.h, c.w, c.tg, c.T, c.D, c.V, 1.0f);
     int same = 1;
     for (int t = 0; t < c.T; t++) same &= loss2[t] == c.loss[t] && (tg[t] < 0 || lse2[t] == c.lse[t]);
-    printf("%s chunked CE: the fused forward+backward gives the forward's losses bitwise\n", same ? "ok  " : "FAIL");
-    failures += !same;
+    test_report(same, "chunked CE: the fused forward+backward gives the forward's losses bitwise");
     double *fd = fd_all(ce_loss, &c, c.h, nh, 1e-2f);
     check_grad("chunked CE dh vs FD (eps 1e-2)", dh, fd, nh, 1e-3, 2e-3);
     free(c.h), free(c.w), free(c.loss), free(c.lse), free(dh), free(fd), free(loss2), free(lse2);
@@ -645,10 +631,8 @@ static void test_model_lora_grads(void) {
             }
         }
     }
-    printf("%s model LoRA grads vs FD: %d blocks (%d with zero gradient: experts no token chose), worst relative "
-           "difference %.3g (%s)\n",
-           bad ? "FAIL" : "ok  ", blocks, zero_blocks, worst, worst_what);
-    failures += bad != 0;
+    test_report(bad == 0, "model LoRA grads vs FD: %d blocks (%d with zero gradient: experts no token chose), worst "
+                "relative difference %.3g (%s)", blocks, zero_blocks, worst, worst_what);
     model_ws_free(ws);
     tiny_batch_free(&tb);
     cpu_tiny_lora_free(&lo, &m);
@@ -667,6 +651,5 @@ int main(void) {
     test_lora();
     test_ce();
     test_model_lora_grads();
-    if (failures) printf("%d check(s) failed\n", failures);
-    return failures ? 1 : 0;
+    return test_finish("test_ops_fd");
 }

@@ -10,18 +10,9 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define FIXDIR "tests/fixtures/optim"
+#include "test_util.h"
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                 \
-    do {                                                                                                  \
-        if (!(cond)) {                                                                                    \
-            failures++;                                                                                   \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            fprintf(stderr, __VA_ARGS__);                                                                 \
-            fputc('\n', stderr);                                                                          \
-        }                                                                                                 \
-    } while (0)
+#define FIXDIR "tests/fixtures/optim"
 
 // ---------------------------------------------------------------------------------------------------
 // Inputs: the generator of make_optim_fixture.py, bit for bit.
@@ -616,10 +607,5 @@ int main(void) {
     test_resume(OPTIM_ADAMW_8BIT);
     test_schedules();
     test_clip();
-    if (failures) {
-        fprintf(stderr, "test_optim: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_optim: all passed\n");
-    return 0;
+    return test_finish("test_optim");
 }

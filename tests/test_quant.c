@@ -13,16 +13,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            failures++;                                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
-    } while (0)
+#include "test_util.h"
 
 static const st_tensor *need(const safetensors *st, const char *name) {
     const st_tensor *t = safetensors_find(st, name);
@@ -151,9 +142,8 @@ static void test_nf4_errors(void) {
     safetensors good;
     gt_error err;
     CHECK(safetensors_open(&good, "tests/fixtures/quant/nf4.safetensors", &err) == GT_OK);
-    const char *tmpdir = getenv("GPTOSS_TMP") ? getenv("GPTOSS_TMP") : "/tmp";
-    CHECK(fs_mkdirs(tmpdir, &err) == GT_OK);
-    char *path = xasprintf("%s/test_quant_bad_%d.safetensors", tmpdir, (int)getpid());
+    char *tmpdir = test_tmpdir("test_quant");
+    char *path = xasprintf("%s/bad_%d.safetensors", tmpdir, (int)getpid());
     static const char *const PARTS[] = {"", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map",
                                         ".quant_state.bitsandbytes__nf4"};
     enum { NPARTS = 6 };
@@ -203,6 +193,7 @@ static void test_nf4_errors(void) {
     }
     unlink(path);
     free(path);
+    free(tmpdir);
     safetensors_close(&good);
 }
 
@@ -210,7 +201,5 @@ int main(void) {
     test_mxfp4();
     test_nf4();
     test_nf4_errors();
-    if (failures) printf("%d failure(s)\n", failures);
-    else printf("test_quant: ok\n");
-    return failures ? 1 : 0;
+    return test_finish("test_quant");
 }

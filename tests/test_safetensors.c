@@ -14,25 +14,11 @@
 #include <jansson.h>
 #include <stdlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                             \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            failures++;                                                                               \
-            fprintf(stderr, "%s:%d: FAIL (%s): ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-        }                                                                                             \
-    } while (0)
+#include "test_util.h"
 
 static char *tmpdir; // $GPTOSS_TMP/safetensors
 
 static char *tmp_path(const char *name) { return fs_join(tmpdir, name); }
-
-static void write_bytes(const char *path, const void *data, size_t len) {
-    gt_error err;
-    if (fs_write_atomic(path, data, len, &err) != GT_OK) gt_die(__FILE__, __LINE__, "%s", err.msg);
-}
 
 // A hand-made file: 8-byte length `n` (the header's length unless n_override), the header, the data.
 static void write_raw(const char *path, const char *header, uint64_t n_override, const void *data, size_t dlen) {
@@ -42,7 +28,7 @@ static void write_raw(const char *path, const char *header, uint64_t n_override,
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
     memcpy(buf + 8, header, hlen);
     if (dlen) memcpy(buf + 8 + hlen, data, dlen);
-    write_bytes(path, buf, 8 + hlen + dlen);
+    test_write_file(path, buf, 8 + hlen + dlen);
     free(buf);
 }
 
@@ -237,8 +223,7 @@ static uint64_t header_len(const st_file *f) {
 }
 
 static void test_python_fixture(void) {
-    const char *src = getenv("GPTOSS_SRC");
-    char *py = fs_join(src ? src : ".", "tests/fixtures/safetensors_py.safetensors");
+    char *py = test_src_path("tests/fixtures/safetensors_py.safetensors");
     safetensors st, ours;
     gt_error err;
     gt_status s = safetensors_open(&st, py, &err);
@@ -308,7 +293,7 @@ static void make_shards(const char *dir, const char *index_json) {
          *pi = fs_join(dir, "model.safetensors.index.json");
     EXPECT(safetensors_write(p1, s1, 2, meta, 1, &err) == GT_OK, "%s", err.msg);
     EXPECT(safetensors_write(p2, s2, 1, NULL, 0, &err) == GT_OK, "%s", err.msg);
-    write_bytes(pi, index_json, strlen(index_json));
+    test_write_file(pi, index_json, strlen(index_json));
     free(p1);
     free(p2);
     free(pi);
@@ -404,15 +389,15 @@ static void test_malformed(void) {
     size_t len;
     EXPECT(fs_read_file(good, &text, &len, &err) == GT_OK, "%s", err.msg);
     char *p = tmp_path("truncated_data.safetensors");
-    write_bytes(p, text, len - 3);
+    test_write_file(p, text, len - 3);
     expect_reject(p, p, "past the end");
     free(p);
     p = tmp_path("truncated_5_bytes.safetensors");
-    write_bytes(p, text, 5);
+    test_write_file(p, text, 5);
     expect_reject(p, p, "truncated");
     free(p);
     p = tmp_path("empty.safetensors");
-    write_bytes(p, text, 0);
+    test_write_file(p, text, 0);
     expect_reject(p, p, "truncated");
     free(p);
     free(text);
@@ -509,22 +494,11 @@ static void test_malformed(void) {
 }
 
 int main(void) {
-    const char *t = getenv("GPTOSS_TMP");
-    tmpdir = fs_join(t && *t ? t : "/tmp/gptoss-test", "safetensors");
-    gt_error err;
-    if (fs_mkdirs(tmpdir, &err) != GT_OK) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    tmpdir = test_tmpdir("safetensors");
     test_roundtrip();
     test_python_fixture();
     test_sharded();
     test_malformed();
     free(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_safetensors: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_safetensors: ok\n");
-    return 0;
+    return test_finish("test_safetensors");
 }

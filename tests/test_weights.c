@@ -15,16 +15,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int failures;
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            failures++;                                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
-    } while (0)
+#include "test_util.h"
 
 static model_config CFG;
 static char *TMP;
@@ -179,7 +170,7 @@ static char *write_unsloth16(const char *bf16_dir) {
     size_t len;
     CHECK(fs_mkdirs(dir, &err) == GT_OK);
     CHECK(fs_read_file(cfg_src, &text, &len, &err) == GT_OK);
-    CHECK(fs_write_atomic(cfg_dst, text, len, &err) == GT_OK);
+    test_write_file(cfg_dst, text, len);
     EXPECT(safetensors_write(file, w, n, NULL, 0, &err) == GT_OK, "write unsloth16: %s", err.msg);
     for (int i = 0; i < n; i++) free((char *)w[i].name), free(bufs[i]);
     free(w), free(bufs), free(file), free(cfg_src), free(cfg_dst), free(text);
@@ -235,8 +226,9 @@ static void test_errors(const char *bf16_dir, const char *mx_dir) {
 
 int main(void) {
     gt_error err;
-    const char *base = getenv("GPTOSS_TMP") ? getenv("GPTOSS_TMP") : "/tmp";
-    TMP = xasprintf("%s/test_weights_%d", base, (int)getpid());
+    char *base = test_tmpdir("test_weights");
+    TMP = xasprintf("%s/%d", base, (int)getpid());
+    free(base);
     CHECK(model_config_preset(&CFG, "tiny", 4, 512, &err) == GT_OK);
     char *d_bf = write_model("bf16", MQ_BF16, 0), *d_mx = write_model("mxfp4", MQ_MXFP4, 0),
          *d_nf = write_model("nf4", MQ_NF4, 0), *d_sh = write_model("bf16_sharded", MQ_BF16, 1);
@@ -303,7 +295,5 @@ int main(void) {
     char *cmd = xasprintf("rm -rf '%s'", TMP);
     if (!failures && system(cmd) != 0) printf("note: could not remove %s\n", TMP);
     free(cmd), free(TMP);
-    if (failures) printf("%d failure(s)\n", failures);
-    else printf("test_weights: ok\n");
-    return failures ? 1 : 0;
+    return test_finish("test_weights");
 }
