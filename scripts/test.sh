@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's test command; .ci/run calls it):
+#   0. the Python reference stack (torch, transformers, peft, safetensors) in a cached virtualenv, for the
+#      tests that check gptoss against HF/PEFT (tests/ref/*.py; e.g. the PEFT interop test)
 #   1. release build with warnings as errors, all ctest tests (GPU tests skip without a GPU)
 #   2. ASan + UBSan build, the CPU tests again
 #   3. libFuzzer targets (clang), GPTOSS_FUZZ_SECONDS each (default 30)
@@ -10,6 +12,34 @@ jobs=$(nproc)
 # ctest runs tests side by side: OpenMP threads sleep instead of spinning at barriers, so parallel
 # tests don't starve each other on a small machine.
 export OMP_WAIT_POLICY=PASSIVE
+
+echo "== python reference tests: torch, transformers, peft, safetensors in a cached virtualenv"
+# Made once in $GPTOSS_VENV (default ~/.cache/gptoss/venv), reusing system-wide packages where present; torch
+# from PyTorch's CPU wheel index, else from PyPI. The tests then find it first on PATH (python3) and in
+# GPTOSS_PYTHON, and GPTOSS_REQUIRE_PYTHON_REF=1 makes a missing stack a failure, not a skip: failing to set
+# it up (no network, no cache) stops here, loudly. GPTOSS_SKIP_PYTHON_REF=1 runs without it (those tests skip).
+if [ "${GPTOSS_SKIP_PYTHON_REF:-0}" != 1 ]; then
+  venv=${GPTOSS_VENV:-$HOME/.cache/gptoss/venv}
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then # Debian splits venv out of python3
+      sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+    fi
+    python3 -m venv --system-site-packages "$venv"
+  fi
+  vpy=$venv/bin/python
+  if ! "$vpy" -c 'import torch' 2>/dev/null; then
+    "$vpy" -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch || "$vpy" -m pip install -q torch
+  fi
+  # GptOssForCausalLM: transformers >= 4.55; LoRA on expert parameters (target_parameters): peft >= 0.17.
+  "$vpy" -m pip install -q "transformers>=4.55" "peft>=0.17" safetensors
+  "$vpy" -c 'import torch, transformers, peft, safetensors' || {
+    echo "gptoss: the Python reference stack could not be set up in $venv (see above; no network?)." >&2
+    echo "        Set GPTOSS_SKIP_PYTHON_REF=1 to run the tests without it (the HF/PEFT checks then skip)." >&2
+    exit 1
+  }
+  export PATH="$venv/bin:$PATH" GPTOSS_PYTHON="$vpy" GPTOSS_REQUIRE_PYTHON_REF=1
+fi
 
 echo "== release build + tests"
 bash scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DGPTOSS_WERROR=ON
