@@ -592,13 +592,6 @@ static const char *const FLAGS[] = {"--model", "--adapter", "--merge", "--merge-
                                     "--max-context", "--tokenizer", "--device", "--ignore-base-mismatch"};
 #define N_FLAGS (int)(sizeof FLAGS / sizeof FLAGS[0])
 
-static int usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "gptoss chat: ");
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, "; see gptoss chat --help\n");
-    return 2;
-}
-
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;
@@ -616,19 +609,11 @@ int cmd_chat(int argc, char **argv) {
     o.so = (sampler_options){1.0f, 0, 1.0f, 0};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        int k = 0;
-        while (k < N_FLAGS && strcmp(f, FLAGS[k])) k++;
-        if (k == N_FLAGS) {
-            const char *best = FLAGS[0];
-            for (int j = 1; j < N_FLAGS; j++)
-                if (str_edit_distance(f, FLAGS[j]) < str_edit_distance(f, best)) best = FLAGS[j];
-            fprintf(stderr, "gptoss chat: unknown argument '%s' (did you mean %s?); see gptoss chat --help\n", f, best);
-            return 2;
-        }
+        if (!cli_flag_known("chat", f, FLAGS, N_FLAGS)) return 2;
         if (!strcmp(f, "--merge")) { o.merge = 1; continue; }
         if (!strcmp(f, "--show-thinking")) { o.show_thinking = 1; continue; }
         if (!strcmp(f, "--ignore-base-mismatch")) { o.ignore_base = 1; continue; }
-        if (i + 1 >= argc) return usage_error("%s needs a value", f);
+        if (i + 1 >= argc) return cli_usage_error("chat", "%s needs a value", f);
         const char *v = argv[++i];
         double d;
         if (!strcmp(f, "--model")) o.model = v;
@@ -649,26 +634,27 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(f, "--top-k")) { if (!parse_num(f, v, 0, 1 << 30, &d)) return 2; o.so.top_k = (int)d; }
         else if (!strcmp(f, "--seed")) { if (!parse_num(f, v, 0, 9007199254740992.0, &d)) return 2; o.so.seed = (uint64_t)d; }
     }
-    if (!o.model) return usage_error("%s", "--model is required");
-    if (o.merge && !o.adapter) return usage_error("%s", "--merge needs --adapter (the adapter to fold into the base)");
+    if (!o.model) return cli_usage_error("chat", "--model is required");
+    if (o.merge && !o.adapter)
+        return cli_usage_error("chat", "--merge needs --adapter (the adapter to fold into the base)");
     int ok;
     parse_experts(o.merge_experts, &ok);
-    if (!ok) return usage_error("--merge-experts '%s': one of bf16, fp32, mxfp4, nf4", o.merge_experts);
+    if (!ok) return cli_usage_error("chat", "--merge-experts '%s': one of bf16, fp32, mxfp4, nf4", o.merge_experts);
     if (strcmp(o.reasoning, "low") && strcmp(o.reasoning, "medium") && strcmp(o.reasoning, "high"))
-        return usage_error("--reasoning '%s': one of low, medium, high", o.reasoning);
-    if (!!o.batch != !!o.out) return usage_error("%s", "--batch IN.jsonl and --out OUT.jsonl go together");
-    if (o.batch && o.prompt) return usage_error("%s", "--prompt and --batch exclude each other");
+        return cli_usage_error("chat", "--reasoning '%s': one of low, medium, high", o.reasoning);
+    if (!!o.batch != !!o.out) return cli_usage_error("chat", "--batch IN.jsonl and --out OUT.jsonl go together");
+    if (o.batch && o.prompt) return cli_usage_error("chat", "--prompt and --batch exclude each other");
     if (!strcmp(o.device, "cuda")) {
         fprintf(stderr, "gptoss chat: --device cuda: CUDA decoding is not built yet; use --device cpu\n");
         return 2;
     }
-    if (strcmp(o.device, "cpu")) return usage_error("--device '%s': expected cpu or cuda", o.device);
+    if (strcmp(o.device, "cpu")) return cli_usage_error("chat", "--device '%s': expected cpu or cuda", o.device);
     if (o.date) {
         harmony_options ho;
         harmony_options_defaults(&ho);
         ho.date = o.date;
         gt_error err = {0};
-        if (harmony_options_check(&ho, &err)) return usage_error("--date: %s", err.msg);
+        if (harmony_options_check(&ho, &err)) return cli_usage_error("chat", "--date: %s", err.msg);
     }
     chat_session s;
     int rc = session_open("chat", &o, &s);

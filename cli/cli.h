@@ -23,6 +23,11 @@ int cmd_version(int argc, char **argv);
 int cli_not_implemented(const char *name, const char *note);
 // Prints the command's usage (to stdout) when argv holds -h/--help; returns 1 when it did.
 int cli_wants_help(const char *name, int argc, char **argv);
+// 1 when arg is one of flags[0..n); else prints "gptoss CMD: unknown argument 'ARG' (did you mean
+// FLAG?); see gptoss CMD --help" (FLAG the nearest by edit distance) and returns 0.
+int cli_flag_known(const char *cmd, const char *arg, const char *const *flags, int n);
+// Prints "gptoss CMD: " + the formatted message + "; see gptoss CMD --help" to stderr; returns 2.
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // ---------------------------------------------------------------------------------------------------
 // cli/data.c: the one mapping of a resolved config onto data/'s options, for every command that reads

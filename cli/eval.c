@@ -23,13 +23,6 @@
 static const char *const FLAGS[] = {"--model", "--adapter", "--data", "--device", "--json"};
 #define N_FLAGS (int)(sizeof FLAGS / sizeof FLAGS[0])
 
-static int usage_error(const char *fmt, const char *arg) {
-    fputs("gptoss eval: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("; see gptoss eval --help\n", stderr);
-    return 2;
-}
-
 // Sums the loss over every document of docs. Returns GT_OK with *loss_sum and *n_tokens.
 static gt_status eval_docs(const model *m, const model_lora *lora, const data_docs *docs, double *loss_sum,
                            int64_t *n_tokens, gt_error *err) {
@@ -87,32 +80,24 @@ int cmd_eval(int argc, char **argv) {
     int json = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        int k = 0;
-        while (k < N_FLAGS && strcmp(f, FLAGS[k])) k++;
-        if (k == N_FLAGS) {
-            const char *best = FLAGS[0];
-            for (int j = 1; j < N_FLAGS; j++)
-                if (str_edit_distance(f, FLAGS[j]) < str_edit_distance(f, best)) best = FLAGS[j];
-            fprintf(stderr, "gptoss eval: unknown argument '%s' (did you mean %s?); see gptoss eval --help\n", f, best);
-            return 2;
-        }
+        if (!cli_flag_known("eval", f, FLAGS, N_FLAGS)) return 2;
         if (!strcmp(f, "--json")) {
             json = 1;
             continue;
         }
-        if (i + 1 >= argc) return usage_error("%s needs a value", f);
+        if (i + 1 >= argc) return cli_usage_error("eval", "%s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) model_arg = v;
         else if (!strcmp(f, "--adapter")) adapter = v;
         else if (!strcmp(f, "--data")) data = v;
         else device = v;
     }
-    if (!model_arg || !data) return usage_error("%s", "--model and --data are required");
+    if (!model_arg || !data) return cli_usage_error("eval", "--model and --data are required");
     if (!strcmp(device, "cuda")) {
         fprintf(stderr, "gptoss eval: --device cuda: the CUDA backend is not built yet; use --device cpu\n");
         return 2;
     }
-    if (strcmp(device, "cpu")) return usage_error("--device '%s': expected cpu or cuda", device);
+    if (strcmp(device, "cpu")) return cli_usage_error("eval", "--device '%s': expected cpu or cuda", device);
 
     gt_error err = {0};
     char dir[4096];

@@ -23,13 +23,6 @@ static const char *const FLAGS[] = {"--adapter", "--out", "--model", "--merged",
 static const char *const SIDE_FILES[] = {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
                                          "special_tokens_map.json", "chat_template.jinja"};
 
-static int usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "gptoss export: ");
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, "; see gptoss export --help\n");
-    return 2;
-}
-
 static int copy_file(const char *from_dir, const char *to_dir, const char *name) {
     char *src = fs_join(from_dir, name), *dst = fs_join(to_dir, name), *data = NULL;
     size_t len = 0;
@@ -87,7 +80,7 @@ static int export_merged(const char *model_arg, const char *adapter_arg, const c
     model_quant q;
     gt_error err = {0};
     if (model_quant_parse(quant_s, &q, &err) || (q != MQ_BF16 && q != MQ_MXFP4))
-        return usage_error("--quant '%s': bf16 or mxfp4", quant_s);
+        return cli_usage_error("export", "--quant '%s': bf16 or mxfp4", quant_s);
     if (cli_infer_model_dir("export", model_arg, mdir, sizeof mdir)) return 1;
     if (cli_infer_adapter_dir("export", adapter_arg, adir, sizeof adir)) return 1;
     if (cli_infer_check_base("export", adir, model_arg, mdir, ignore)) return 1;
@@ -123,27 +116,20 @@ int cmd_export(int argc, char **argv) {
     int merged = 0, ignore = 0, quant_given = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        int k = 0;
-        while (k < N_FLAGS && strcmp(f, FLAGS[k])) k++;
-        if (k == N_FLAGS) {
-            const char *best = FLAGS[0];
-            for (int j = 1; j < N_FLAGS; j++)
-                if (str_edit_distance(f, FLAGS[j]) < str_edit_distance(f, best)) best = FLAGS[j];
-            fprintf(stderr, "gptoss export: unknown argument '%s' (did you mean %s?); see gptoss export --help\n", f,
-                    best);
-            return 2;
-        }
+        if (!cli_flag_known("export", f, FLAGS, N_FLAGS)) return 2;
         if (!strcmp(f, "--merged")) { merged = 1; continue; }
         if (!strcmp(f, "--ignore-base-mismatch")) { ignore = 1; continue; }
-        if (i + 1 >= argc) return usage_error("%s needs a value", f);
+        if (i + 1 >= argc) return cli_usage_error("export", "%s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--adapter")) adapter = v;
         else if (!strcmp(f, "--out")) out = v;
         else if (!strcmp(f, "--model")) model_arg = v;
         else quant = v, quant_given = 1;
     }
-    if (!adapter || !out) return usage_error("%s", "--adapter and --out are required");
-    if (merged && !model_arg) return usage_error("%s", "--merged needs --model (the base to merge the adapter into)");
-    if (!merged && quant_given) return usage_error("%s", "--quant is for --merged exports (an adapter is written fp32)");
+    if (!adapter || !out) return cli_usage_error("export", "--adapter and --out are required");
+    if (merged && !model_arg)
+        return cli_usage_error("export", "--merged needs --model (the base to merge the adapter into)");
+    if (!merged && quant_given)
+        return cli_usage_error("export", "--quant is for --merged exports (an adapter is written fp32)");
     return merged ? export_merged(model_arg, adapter, out, quant, ignore) : export_adapter(adapter, model_arg, out, ignore);
 }

@@ -30,19 +30,8 @@ int cmd_init_model(int argc, char **argv) {
     long long layers = 0, vocab = 0, seed = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        int known = 0;
-        for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++) known |= !strcmp(f, FLAGS[k]);
-        if (!known) {
-            const char *best = FLAGS[0];
-            for (size_t k = 1; k < sizeof FLAGS / sizeof FLAGS[0]; k++)
-                if (str_edit_distance(f, FLAGS[k]) < str_edit_distance(f, best)) best = FLAGS[k];
-            fprintf(stderr, "gptoss init-model: unknown argument '%s' (did you mean %s?); see --help\n", f, best);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "gptoss init-model: %s needs a value\n", f);
-            return 2;
-        }
+        if (!cli_flag_known("init-model", f, FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]))) return 2;
+        if (i + 1 >= argc) return cli_usage_error("init-model", "%s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--preset")) preset = v;
         else if (!strcmp(f, "--out")) out = v;
@@ -51,10 +40,7 @@ int cmd_init_model(int argc, char **argv) {
         else if (!strcmp(f, "--vocab") && !parse_int(f, v, 1, 1 << 30, &vocab)) return 2;
         else if (!strcmp(f, "--seed") && !parse_int(f, v, 0, (long long)(~0ull >> 1), &seed)) return 2;
     }
-    if (!preset || !out) {
-        fprintf(stderr, "gptoss init-model: --preset and --out are required; see --help\n");
-        return 2;
-    }
+    if (!preset || !out) return cli_usage_error("init-model", "--preset and --out are required");
     gt_error err = {0};
     model_config cfg;
     model_quant quant;

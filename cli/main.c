@@ -3,6 +3,7 @@
 #include "core/core.h"
 
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdlib.h>
 
 static const cli_command COMMANDS[] = {
@@ -70,6 +71,26 @@ int cli_wants_help(const char *name, int argc, char **argv) {
 
 int cli_not_implemented(const char *name, const char *note) {
     fprintf(stderr, "gptoss %s: not implemented yet (%s)\n", name, note);
+    return 2;
+}
+
+int cli_flag_known(const char *cmd, const char *arg, const char *const *flags, int n) {
+    for (int k = 0; k < n; k++)
+        if (!strcmp(arg, flags[k])) return 1;
+    const char *best = flags[0];
+    for (int k = 1; k < n; k++)
+        if (str_edit_distance(arg, flags[k]) < str_edit_distance(arg, best)) best = flags[k];
+    fprintf(stderr, "gptoss %s: unknown argument '%s' (did you mean %s?); see gptoss %s --help\n", cmd, arg, best, cmd);
+    return 0;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "gptoss %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "; see gptoss %s --help\n", cmd);
+    va_end(ap);
     return 2;
 }
 
