@@ -213,10 +213,8 @@ static int load_stop_ids(const char *cmd, const char *model_dir, chat_session *s
     int32_t end_id = tokenizer_special_id(s->tok, "<|end|>");
     s->n_stop = 0;
     if (fs_exists(path)) {
-        json_error_t je;
-        json_t *root = json_load_file(path, 0, &je);
+        json_t *root = cli_json_load(cmd, path);
         if (!root) {
-            fprintf(stderr, "gptoss %s: %s:%d:%d: %s\n", cmd, path, je.line, je.column, je.text);
             free(path);
             return 1;
         }

@@ -63,5 +63,7 @@ int cli_infer_adapter_base(const char *cmd, const char *adapter_dir, char *base,
 // or a path or hub name that resolves to the same directory, matches); ignore: only a warning.
 int cli_infer_check_base(const char *cmd, const char *adapter_dir, const char *model_arg, const char *model_dir,
                          int ignore);
+// The JSON file at path (json_decref it), or NULL after printing "gptoss CMD: PATH:LINE:COLUMN: problem".
+struct json_t *cli_json_load(const char *cmd, const char *path);
 
 #endif

@@ -35,13 +35,18 @@ static char *run_model_name(const char *run_dir) {
     return name;
 }
 
+json_t *cli_json_load(const char *cmd, const char *path) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) fprintf(stderr, "gptoss %s: %s:%d:%d: %s\n", cmd, path, je.line, je.column, je.text);
+    return root;
+}
+
 int cli_infer_adapter_base(const char *cmd, const char *adapter_dir, char *base, size_t size) {
     base[0] = 0;
     char *path = fs_join(adapter_dir, "adapter_config.json");
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = cli_json_load(cmd, path);
     if (!root) {
-        fprintf(stderr, "gptoss %s: %s:%d:%d: %s\n", cmd, path, je.line, je.column, je.text);
         free(path);
         return 1;
     }
