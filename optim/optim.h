@@ -143,4 +143,25 @@ double optim_grad_norm(const optim_segment *segs, int n_seg);
 // are for the caller to skip the step (torch would scale them by NaN).
 double optim_grad_clip(const optim_segment *segs, int n_seg, double max_norm);
 
+// ---------------------------------------------------------------------------------------------------
+// CUDA (optim/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same optimizer, clipping and norm on
+// the GPU, bit-identical to the CPU step (tests/test_gpu_optim.c). The parameters and gradients live in
+// device arenas that mirror the host arenas the host optimizer's segments point into; the state lives
+// on the device in the host optimizer's arena layout.
+#if GPTOSS_HAVE_CUDA
+typedef struct optim_cuda optim_cuda;
+// host: an initialised optimizer whose segments lie in host_params / host_grads (n floats each);
+// dev_params / dev_grads: their device copies (same layout). Copies host's state and step to the device.
+gt_status optim_cuda_init(optim_cuda **o, const optim *host, const float *host_params, const float *host_grads,
+                          size_t n, float *dev_params, float *dev_grads, gt_error *err);
+void optim_cuda_free(optim_cuda *o);
+// optim_grad_clip on the device gradients; returns the pre-clip norm (the host waits for it).
+double optim_cuda_grad_clip(optim_cuda *o, double max_norm);
+// optim_step on the device (asynchronous).
+void optim_cuda_step(optim_cuda *o, double lr);
+// Device state and step -> host (for optim_serialize), and back (after optim_deserialize).
+void optim_cuda_pull(const optim_cuda *o, optim *host);
+void optim_cuda_push(optim_cuda *o, const optim *host);
+#endif
+
 #endif
