@@ -7,7 +7,7 @@
 // Checks: push returns 1 exactly when done; every BEGIN has one END (all closed after finish); the TEXT
 // events of a message concatenate to its content; content is NUL-terminated at len (a token may decode to a NUL byte); message
 // count and indices agree.
-#include "data/data.h"
+#include "fuzz_util.h"
 
 #include <stdlib.h>
 
@@ -15,11 +15,7 @@ static tokenizer *tok;
 static int32_t specials[12];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    const char *src = getenv("GPTOSS_SRC");
-    char *path = fs_join(src ? src : ".", "tests/fixtures/tokenizer/tokenizer.json");
-    gt_error err;
-    if (tokenizer_load_hf(&tok, path, &err) != GT_OK) gt_die(__FILE__, __LINE__, "%s (run from the repo root)", err.msg);
-    free(path);
+    tok = fuzz_fixture_tokenizer();
     static const char *const names[10] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>",
                                           "<|return|>", "<|call|>", "<|endoftext|>", "<|startoftext|>",
                                           "<|endofprompt|>"};

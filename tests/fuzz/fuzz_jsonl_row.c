@@ -4,18 +4,14 @@
 // from the same corpus. It must never crash, read out of bounds or leak; a refused row must say where
 // ("fuzz:1: ...") and leave the buffers as they were; an accepted row must give as many labels as ids,
 // every id in the vocabulary, every label -1 or its id, and at least one trained target after position 0.
-#include "data/data.h"
+#include "fuzz_util.h"
 
 #include <stdlib.h>
 
 static tokenizer *tok;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    const char *src = getenv("GPTOSS_SRC");
-    char *path = fs_join(src ? src : ".", "tests/fixtures/tokenizer/tokenizer.json");
-    gt_error err;
-    if (tokenizer_load_hf(&tok, path, &err) != GT_OK) gt_die(__FILE__, __LINE__, "%s (run from the repo root)", err.msg);
-    free(path);
+    tok = fuzz_fixture_tokenizer();
     return 0;
 }
 

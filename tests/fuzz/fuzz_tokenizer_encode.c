@@ -2,18 +2,14 @@
 // found from the repository root or $GPTOSS_SRC). The first byte picks allow_special. Checks:
 // decode(encode(x)) == x for any bytes; the stream decoder's output is valid UTF-8 and, when x is valid
 // UTF-8, equal to x.
-#include "data/data.h"
+#include "fuzz_util.h"
 
 #include <stdlib.h>
 
 static tokenizer *tok;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    const char *src = getenv("GPTOSS_SRC");
-    char *path = fs_join(src ? src : ".", "tests/fixtures/tokenizer/tokenizer.json");
-    gt_error err;
-    if (tokenizer_load_hf(&tok, path, &err) != GT_OK) gt_die(__FILE__, __LINE__, "%s (run from the repo root)", err.msg);
-    free(path);
+    tok = fuzz_fixture_tokenizer();
     return 0;
 }
 
