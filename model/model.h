@@ -368,47 +368,25 @@ int32_t sampler_argmax(const float *logits, int V);
 // tokenizer files are the caller's (they are not part of the weights).
 gt_status model_save(const model *m, model_quant quant, const char *dir, gt_error *err);
 
-// ===================================================================================================
-// CUDA (model/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same training step on one GPU, checked
-// op by op and end to end against the CPU functions above (tests/test_gpu_*.c). bf16 base weights (the
-// experts stay 4-bit as loaded and are dequantized per expert into a reused scratch) and bf16 GEMM
-// operands with fp32 accumulation; fp32 activations, LoRA weights, gradients and loss. Gradient
-// checkpointing is always on. Every device buffer is allocated by the *_init functions; a step allocates
-// nothing. Inside a step the host waits for the device once per MoE layer forward (expert row counts) and
-// for the loss.
-#if GPTOSS_HAVE_CUDA
-typedef struct model_cuda model_cuda;
-// Uploads every weight (GT_EUNSUPPORTED without a GPU; GT_ENOMEM naming the size when it does not fit).
-gt_status model_cuda_init(model_cuda **mc, const model *m, gt_error *err);
-void model_cuda_free(model_cuda *mc);
-size_t model_cuda_weight_bytes(const model_cuda *mc);
-
-// LoRA on the device: a mirror of the host arenas params and grads (n floats each) that hold every A, B,
-// dA and dB of ml (lora_adapter's params/grads), same layout, so optimizers can work on the arenas.
-typedef struct model_cuda_lora model_cuda_lora;
-gt_status model_cuda_lora_init(model_cuda_lora **l, const model_cuda *mc, const model_lora *ml, const float *params,
-                               const float *grads, size_t n, gt_error *err);
-void model_cuda_lora_free(model_cuda_lora *l);
-float *model_cuda_lora_params(model_cuda_lora *l); // device (n)
-float *model_cuda_lora_grads(model_cuda_lora *l);  // device (n)
-void model_cuda_lora_upload(model_cuda_lora *l, const float *params);          // host params -> device
-void model_cuda_lora_download(const model_cuda_lora *l, float *params, float *grads); // either may be NULL
-void model_cuda_lora_grads_zero(model_cuda_lora *l);
-
-// Workspace for batches of up to max_T tokens and LoRA rank lora_rank.
-typedef struct model_cuda_ws model_cuda_ws;
-gt_status model_cuda_ws_init(model_cuda_ws **ws, const model_cuda *mc, int lora_rank, int max_T, gt_error *err);
-size_t model_cuda_ws_bytes(const model_cuda_ws *ws);
-void model_cuda_ws_free(model_cuda_ws *ws);
-// As model_forward_loss / model_forward_backward (lora may be NULL: the base model). The batch lives on
-// the host; a batch that does not fit the model or ws is an error.
-gt_status model_cuda_forward_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora,
-                                  const model_batch *b, double *loss_sum, int64_t *n_targets, float *token_loss,
-                                  gt_error *err);
-gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_cuda *mc, model_cuda_lora *lora,
-                                      const model_batch *b, float grad_scale, double *loss_sum, int64_t *n_targets,
-                                      gt_error *err);
-#endif
+// Writing model files (model/save.c), shared by model_save and init-model: a growing list of tensors
+// that owns each name and data buffer (model_tensors_clear frees them and keeps the capacity), and the
+// writer that lays a model's tensors out in files, one part at a time.
+typedef struct model_tensors {
+    st_write_tensor *t;
+    int n, cap;
+    size_t bytes; // data bytes of the listed tensors
+} model_tensors;
+void model_tensors_add(model_tensors *L, const char *name, dtype dt, int ndim, const int64_t *shape, void *data);
+void model_tensors_clear(model_tensors *L);
+// Adds part `part` of the model to L: layer part (0 <= part < n_layers), or for part == n_layers the
+// embeddings, final norm and head.
+typedef void (*model_part_fn)(model_tensors *L, int part, void *ctx);
+// Writes every part under dir (which must exist): all in model.safetensors (globals first) when the
+// estimated size for quant is at most max_file_bytes (0: 2 GB), else one shard per part
+// (model-NNNNN-of-NNNNN.safetensors: layers, then globals; each logged as "<who>: writing ...") plus
+// model.safetensors.index.json. Holds at most one part in memory when sharding.
+gt_status model_tensors_write(const model_config *c, model_quant quant, double max_file_bytes, const char *dir,
+                              model_part_fn add_part, void *ctx, const char *who, gt_error *err);
 
 // ===================================================================================================
 // CUDA (model/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same training step on one GPU, checked
