@@ -177,6 +177,16 @@ char *fs_join(const char *a, const char *b); // xmalloc'ed "a/b"
 size_t str_edit_distance(const char *a, const char *b); // Levenshtein, for "did you mean" suggestions
 
 // ---------------------------------------------------------------------------------------------------
+// Random numbers: our own generator, so that a seed gives the same numbers on any machine.
+// splitmix64 (Vigna's constants): advances *state by the golden-ratio step and returns the next value.
+static inline uint64_t rng_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Build facts and devices
 const char *gptoss_version(void);
 const char *gptoss_git_commit(void);

@@ -50,19 +50,12 @@ float lora_spec_scale(const lora_spec *s) {
 
 // ---------------------------------------------------------------------------------------------------
 // Our generator: splitmix64, one independent stream per (seed, layer, tensor kind).
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 // U[-bound, bound) as torch's uniform_: 24 random bits give a float in [0, 1).
 static void fill_uniform(float *x, size_t n, float bound, uint64_t seed, int layer, int kind) {
     uint64_t s = seed ^ (0x5851f42d4c957f2dull * (uint64_t)(layer * 8 + kind + 1));
-    splitmix64(&s);
+    rng_splitmix64(&s);
     for (size_t i = 0; i < n; i++) {
-        float u = (float)(splitmix64(&s) >> 40) * (1.0f / 16777216.0f);
+        float u = (float)(rng_splitmix64(&s) >> 40) * (1.0f / 16777216.0f);
         x[i] = bound * (2.0f * u - 1.0f);
     }
 }

@@ -19,14 +19,7 @@
 #include <stdlib.h>
 
 // ---------------------------------------------------------------------------------------------------
-// Random numbers: splitmix64 over a per-chunk key.
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+// Random numbers: splitmix64 (core.h rng_splitmix64) over a per-chunk key.
 static uint64_t name_hash(const char *s) { // FNV-1a
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
@@ -42,10 +35,11 @@ static void fill_normal(float *dst, size_t n, double mean, double std, uint64_t 
 #pragma omp parallel for schedule(static) if (nchunks > 1)
     for (long c = 0; c < nchunks; c++) {
         uint64_t s = key + (uint64_t)c * 0xD1B54A32D192ED03ull;
-        splitmix64(&s);
+        rng_splitmix64(&s);
         size_t end = ((size_t)c + 1) * CHUNK < n ? ((size_t)c + 1) * CHUNK : n;
         for (size_t i = (size_t)c * CHUNK; i < end; i += 2) { // Box-Muller, two values per draw
-            double u1 = ((double)(splitmix64(&s) >> 11) + 1.0) * 0x1p-53, u2 = (double)(splitmix64(&s) >> 11) * 0x1p-53;
+            double u1 = ((double)(rng_splitmix64(&s) >> 11) + 1.0) * 0x1p-53;
+            double u2 = (double)(rng_splitmix64(&s) >> 11) * 0x1p-53;
             double r = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
             dst[i] = bf16_to_f32(f32_to_bf16((float)(mean + std * r * cos(a))));
             if (i + 1 < end) dst[i + 1] = bf16_to_f32(f32_to_bf16((float)(mean + std * r * sin(a))));

@@ -21,13 +21,6 @@ struct sampler {
     double *p;     // (V) probabilities of the candidates in idx order
 };
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 static uint64_t xoshiro_next(uint64_t s[4]) {
@@ -55,7 +48,7 @@ gt_status sampler_new(sampler **out, const sampler_options *o, int vocab, gt_err
     s->o = *o;
     s->V = vocab;
     uint64_t seed = o->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++) s->rng[i] = rng_splitmix64(&seed);
     s->x = xmalloc((size_t)vocab * sizeof *s->x);
     s->idx = xmalloc((size_t)vocab * sizeof *s->idx);
     s->p = xmalloc((size_t)vocab * sizeof *s->p);

@@ -154,13 +154,6 @@ static void test_specials(const tokenizer *tok) {
     token_buf_free(&b);
 }
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 // Any bytes round-trip, and the stream decoder's output is valid UTF-8 of the right shape.
 static void test_arbitrary_bytes(const tokenizer *tok) {
     uint64_t seed = 42;
@@ -170,12 +163,12 @@ static void test_arbitrary_bytes(const tokenizer *tok) {
     char buf[512];
     for (int iter = 0; iter < 300; iter++) {
         size_t len = 0;
-        int parts = (int)(rng_next(&seed) % 40);
+        int parts = (int)(rng_splitmix64(&seed) % 40);
         for (int p = 0; p < parts; p++) {
-            const char *s = alphabet[rng_next(&seed) % (uint64_t)n_alpha];
+            const char *s = alphabet[rng_splitmix64(&seed) % (uint64_t)n_alpha];
             size_t l = s[0] ? strlen(s) : 1;
-            if (rng_next(&seed) % 4 == 0) { // a raw random byte
-                buf[len++] = (char)(rng_next(&seed) & 0xff);
+            if (rng_splitmix64(&seed) % 4 == 0) { // a raw random byte
+                buf[len++] = (char)(rng_splitmix64(&seed) & 0xff);
             } else {
                 memcpy(buf + len, s, l);
                 len += l;
