@@ -110,7 +110,7 @@ gt_status token_cache_write(const char *path, uint64_t key, const data_docs *d, 
     size_t body = body_bytes(d->n_docs, d->n_tokens, names), total = sizeof(cache_header) + body;
     uint8_t *buf = xmalloc(total), *p = buf + sizeof(cache_header);
     uint64_t zero = 0;
-#define PUT(src, bytes) ((bytes) ? (memcpy(p, (src), (bytes)), p += (bytes)) : p) // empty arrays may be NULL
+#define PUT(src, bytes) ((bytes) > 0 ? (memcpy(p, (src), (bytes)), p += (bytes)) : p) // empty arrays may be NULL
     if (d->n_docs) PUT(d->offsets, (d->n_docs + 1) * 8);
     else PUT(&zero, 8);
     PUT(d->src_file, d->n_docs * 4);
