@@ -97,7 +97,8 @@ run both "$bin" train configs/tiny.yaml --resume x --overwrite
 mkdir -p "$tmp/model"
 cp tests/fixtures/tokenizer/tokenizer.json "$tmp/model/"
 : >"$tmp/rows.jsonl"
-sets=(--set "model.name=$tmp/model" --set "data.path=$tmp/rows.jsonl" --set "train.out_dir=$tmp/runs")
+sets=(--set "model.name=$tmp/model" --set "data.path=$tmp/rows.jsonl" --set "train.out_dir=$tmp/runs"
+      --set "data.cache_dir=$tmp/cache")
 run first "$bin" train configs/tiny.yaml "${sets[@]}"
 [ "$rc" -eq 1 ] || fail "first run: exit $rc, want 1: $(cat "$tmp/first.err")"
 has first.err "no usable rows"
