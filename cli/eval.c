@@ -4,7 +4,9 @@
 //   --data FILE     JSONL or JSONL.gz of pre-tokenized rows {"input_ids": [...], "labels": [...]}: HF
 //                   convention, labels unshifted, -100 ignored; a row without labels trains every token
 //                   (conversation rows: later, with the tokenizer)
-//   --device cpu    the fp32 CPU reference (cuda: not built yet)
+//   --device D      auto (default: the GPU when this build has CUDA and one is present, else the CPU), cpu
+//                   (the fp32 reference) or cuda (bf16 weights and GEMM operands, fp32 accumulation and loss:
+//                   the same loss within ~1e-2 relative, scripts/gpu_check.sh checks it on the GPU machine)
 //   --json          print {"mean_token_loss": x, "tokens": n, "rows": r} instead of a sentence
 // The mean is sum over every target token of -log p(token) / number of target tokens, over the whole
 // file (not a mean of per-row means), i.e. what HF's loss gives when all rows are one batch without
@@ -14,6 +16,11 @@
 #include "data/data.h"
 #include "lora/lora.h"
 #include "model/model.h"
+#include "trainer/trainer.h"
+
+#if GPTOSS_HAVE_CUDA
+#include "core/cuda_rt.h"
+#endif
 
 #include <jansson.h>
 #include <limits.h>
@@ -23,19 +30,76 @@
 static const char *const FLAGS[] = {"--model", "--adapter", "--data", "--device", "--json"};
 #define N_FLAGS (int)(sizeof FLAGS / sizeof FLAGS[0])
 
-// Sums the loss over every document of docs. Returns GT_OK with *loss_sum and *n_tokens.
-static gt_status eval_docs(const model *m, const model_lora *lora, const data_docs *docs, double *loss_sum,
-                           int64_t *n_tokens, gt_error *err) {
+// The loss of one batch on the CPU or the GPU: the model (and adapter) and a workspace for up to Tmax
+// tokens, on the device chosen.
+typedef struct eval_backend {
+    const model *m;
+    const model_lora *lora; // NULL: the base model
+    model_ws *ws;           // cpu
+#if GPTOSS_HAVE_CUDA
+    model_cuda *mc;         // cuda: the weights, the adapter and the workspace on the GPU
+    model_cuda_lora *cl;
+    model_cuda_ws *cws;
+#endif
+} eval_backend;
+
+static gt_status eval_backend_init(eval_backend *be, const model *m, const lora_adapter *la, run_device dev,
+                                   int Tmax, gt_error *err) {
+    memset(be, 0, sizeof *be);
+    be->m = m, be->lora = la ? &la->ml : NULL;
+    const int R = la ? la->spec.rank : 0;
+#if GPTOSS_HAVE_CUDA
+    if (dev == RC_DEVICE_CUDA) {
+        gt_status s = model_cuda_init(&be->mc, m, err);
+        if (!s && la) s = model_cuda_lora_init(&be->cl, be->mc, &la->ml, la->params, la->grads, la->n_params, err);
+        if (!s) s = model_cuda_ws_init(&be->cws, be->mc, R, Tmax, err);
+        if (s) return s;
+        char name[256];
+        cuda_device_name(name, sizeof name);
+        log_info("eval: on %s, weights %.1f MiB, workspace %.1f MiB", name, model_cuda_weight_bytes(be->mc) / 1048576.0,
+                 model_cuda_ws_bytes(be->cws) / 1048576.0);
+        return GT_OK;
+    }
+#else
+    (void)dev;
+#endif
+    gt_status s = model_ws_init(&be->ws, m, R, Tmax, 1, err);
+    if (!s) log_info("eval: on the CPU, workspace %.1f MiB", model_ws_bytes(be->ws) / 1048576.0);
+    return s;
+}
+
+static gt_status eval_backend_loss(eval_backend *be, const model_batch *b, double *sum, int64_t *n, gt_error *err) {
+#if GPTOSS_HAVE_CUDA
+    if (be->mc) return model_cuda_forward_loss(be->cws, be->mc, be->cl, b, sum, n, NULL, err);
+#endif
+    return model_forward_loss(be->ws, be->m, be->lora, b, sum, n, NULL, err);
+}
+
+static void eval_backend_free(eval_backend *be) {
+#if GPTOSS_HAVE_CUDA
+    model_cuda_ws_free(be->cws);
+    model_cuda_lora_free(be->cl);
+    model_cuda_free(be->mc);
+    cuda_gemm_free(); // model_cuda_init made the cuBLASLt handle (nothing to do when it did not)
+#endif
+    model_ws_free(be->ws);
+}
+
+// Sums the loss over every document of docs on device dev. Returns GT_OK with *loss_sum and *n_tokens.
+static gt_status eval_docs(const model *m, const lora_adapter *la, run_device dev, const data_docs *docs,
+                           double *loss_sum, int64_t *n_tokens, gt_error *err) {
     size_t max_len = 0;
     for (size_t d = 0; d < docs->n_docs; d++)
         if (docs->offsets[d + 1] - docs->offsets[d] > max_len) max_len = docs->offsets[d + 1] - docs->offsets[d];
     if (max_len > INT_MAX / 2) return gt_fail(err, GT_EUNSUPPORTED, "a row of %zu tokens is too long", max_len);
     const int Tmax = (int)max_len;
-    model_ws *ws;
-    gt_status s = model_ws_init(&ws, m, lora ? lora->rank : 0, Tmax, 1, err);
-    if (s) return s;
-    log_info("eval: %zu rows, longest %d tokens, workspace %.1f MiB", docs->n_docs, Tmax,
-             model_ws_bytes(ws) / 1048576.0);
+    eval_backend be;
+    gt_status s = eval_backend_init(&be, m, la, dev, Tmax, err);
+    if (s) {
+        eval_backend_free(&be);
+        return s;
+    }
+    log_info("eval: %zu rows, longest %d tokens", docs->n_docs, Tmax);
     int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)Tmax), *labels = xmalloc(sizeof(int32_t) * (size_t)Tmax);
     int32_t *pos = xmalloc(sizeof(int32_t) * (size_t)Tmax), *doc = xcalloc((size_t)Tmax, sizeof(int32_t));
     int32_t *targets = xmalloc(sizeof(int32_t) * (size_t)Tmax);
@@ -56,7 +120,7 @@ static gt_status eval_docs(const model *m, const model_lora *lora, const data_do
         double sum;
         int64_t n;
         if (!s) s = model_batch_targets(labels, doc, T, m->cfg.vocab, targets, err);
-        if (!s) s = model_forward_loss(ws, m, lora, &b, &sum, &n, NULL, err);
+        if (!s) s = eval_backend_loss(&be, &b, &sum, &n, err);
         if (s) {
             gt_wrap(err, "%s:%u", docs->files[docs->src_file[d]], docs->src_line[d]);
             break;
@@ -69,14 +133,14 @@ static gt_status eval_docs(const model *m, const model_lora *lora, const data_do
     free(pos);
     free(doc);
     free(targets);
-    model_ws_free(ws);
+    eval_backend_free(&be);
     *loss_sum = total;
     *n_tokens = count;
     return s;
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_arg = NULL, *adapter = NULL, *data = NULL, *device = "cpu";
+    const char *model_arg = NULL, *adapter = NULL, *data = NULL, *device = "auto";
     int json = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -93,13 +157,16 @@ int cmd_eval(int argc, char **argv) {
         else device = v;
     }
     if (!model_arg || !data) return cli_usage_error("eval", "--model and --data are required");
-    if (!strcmp(device, "cuda")) {
-        fprintf(stderr, "gptoss eval: --device cuda: the CUDA backend is not built yet; use --device cpu\n");
-        return 2;
-    }
-    if (strcmp(device, "cpu")) return cli_usage_error("eval", "--device '%s': expected cpu or cuda", device);
+    run_device want = !strcmp(device, "auto") ? RC_DEVICE_AUTO : !strcmp(device, "cpu") ? RC_DEVICE_CPU
+                    : !strcmp(device, "cuda") ? RC_DEVICE_CUDA : (run_device)-1;
+    if ((int)want < 0) return cli_usage_error("eval", "--device '%s': expected auto, cpu or cuda", device);
 
     gt_error err = {0};
+    run_device dev;
+    if (train_device_resolve(want, 0, &dev, &err)) {
+        fprintf(stderr, "gptoss eval: --device %s: %s\n", device, err.msg);
+        return 1;
+    }
     char dir[4096];
     model m;
     lora_adapter la;
@@ -127,7 +194,7 @@ int cmd_eval(int argc, char **argv) {
     }
     double sum = 0;
     int64_t n = 0;
-    if (eval_docs(&m, have_lora ? &la.ml : NULL, &docs, &sum, &n, &err)) goto fail;
+    if (eval_docs(&m, have_lora ? &la : NULL, dev, &docs, &sum, &n, &err)) goto fail;
     if (n == 0) {
         gt_fail(&err, GT_EFORMAT, "%s: no target tokens (every label is -100)", data);
         goto fail;

@@ -17,8 +17,9 @@ static const cli_command COMMANDS[] = {
      "  --overwrite   allow reusing an existing run directory\n"
      "  --dry-run     resolve and print the config, then exit\n"},
     {"eval", cmd_eval, "mean next-token loss of a model (+adapter) on a dataset",
-     "usage: gptoss eval --model M [--adapter DIR] --data FILE [--device cpu|cuda] [--json]\n\n"
-     "Prints the token-weighted mean next-token loss over all target tokens (labels unshifted, -100 ignored).\n"},
+     "usage: gptoss eval --model M [--adapter DIR] --data FILE [--device auto|cpu|cuda] [--json]\n\n"
+     "Prints the token-weighted mean next-token loss over all target tokens (labels unshifted, -100 ignored).\n"
+     "  --device auto|cpu|cuda  auto (default): the GPU when this build has CUDA and one is present, else the CPU\n"},
     {"chat", cmd_chat, "chat with a model (+adapter) in the Harmony format",
      "usage: gptoss chat --model M [--adapter DIR] [--merge] [--prompt TEXT] [--reasoning low|medium|high]\n"
      "       [--show-thinking] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device ...]\n\n"

@@ -17,6 +17,8 @@
 #if GPTOSS_HAVE_CUDA
 
 int cuda_device_count(void); // 0 when there is no GPU or driver (not an error)
+// Makes GPU index (0 <= index < cuda_device_count()) current for everything after (core/cuda_device.cu).
+void cuda_device_set(int index);
 // "NVIDIA H100 80GB HBM3" etc. of the current device.
 void cuda_device_name(char *buf, size_t size);
 // Bytes in use on the device now (total - free, as nvidia-smi counts: context, every allocation).

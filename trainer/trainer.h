@@ -231,6 +231,12 @@ gt_status train_run_main(const train_run *r, train_result *res, gt_error *err);
 // is not built). cli/train.c asks before creating the run directory; train_run_main asks again.
 gt_status train_check_device(const run_config *cfg, gt_error *err);
 
+// trainer/device.c: the device a command computes on (train's device.type/index, eval's --device).
+// cpu -> cpu; auto -> cuda when this build has CUDA and a GPU is present, else cpu; cuda -> cuda, or an
+// error when the build has no CUDA or no GPU is found (callers prefix the setting, e.g. "--device cuda: ").
+// When the answer is cuda, GPU index (cuda only; < the GPU count, else an error) is made current.
+gt_status train_device_resolve(run_device want, int index, run_device *got, gt_error *err);
+
 // --overwrite: removes what a run writes in run_dir (config.resolved.yaml, train.log, metrics.jsonl,
 // loss.svg, checkpoints/, adapter/) and nothing else.
 gt_status train_run_dir_clear(const char *run_dir, gt_error *err);
