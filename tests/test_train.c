@@ -177,6 +177,13 @@ static void test_exact_resume(void) {
     EXPECT(b.st == GT_OK, "%s", b.msg);
     EXPECT(b.res.steps == 10, "steps %lld", (long long)b.res.steps);
     curve ca = read_curve(a.dir), cb = read_curve(b.dir);
+    EXPECT(a.res.loss == ca.loss[10] && b.res.loss == cb.loss[10], "result loss %.17g / %.17g vs metrics %.17g",
+           a.res.loss, b.res.loss, ca.loss[10]);
+    EXPECT(a.res.val_loss == b.res.val_loss && isfinite(a.res.val_loss), "result val_loss %.17g vs %.17g",
+           a.res.val_loss, b.res.val_loss);
+    size_t lc = strlen(a.res.checkpoint);
+    EXPECT(lc > 14 && !strcmp(a.res.checkpoint + lc - 14, "/step-00000010"), "result checkpoint '%s'",
+           a.res.checkpoint);
     for (int s = 6; s <= 10; s++) {
         EXPECT(ca.loss[s] == cb.loss[s] && ca.gnorm[s] == cb.gnorm[s],
                "step %d: loss %.17g vs %.17g, grad norm %.17g vs %.17g", s, ca.loss[s], cb.loss[s], ca.gnorm[s],

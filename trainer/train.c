@@ -198,7 +198,6 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
                         "(train.nan_policy: skip)", (long long)step, bad, loss, gnorm);
         st = metrics_log_skip(&t->met, step, bad, err);
         t->st.skipped++;
-        res->skipped++;
     } else {
         optim_step(&t->opt, lr);
         t->st.train_seconds += dt;
@@ -210,7 +209,6 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
     t->st.index += (uint64_t)rows;
     t->st.step = step;
     t->st.tokens_seen += tokens;
-    res->steps = step;
     progress_step(&t->prog, &(progress_info){step, loss, lr, gnorm, (double)tokens / dt});
     return st;
 }
@@ -322,8 +320,6 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
             t->st = s;
             keep_until = s.step;
             snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", path);
-            snprintf(res->checkpoint, sizeof res->checkpoint, "%s", path);
-            res->steps = s.step;
             progress_printf(&t->prog, "resuming from %s (step %lld, epoch %llu, row %llu of its order)", path,
                             (long long)s.step, (unsigned long long)s.epoch, (unsigned long long)s.index);
         }
@@ -394,12 +390,15 @@ static gt_status run_loop(trainer *t, train_result *res, gt_error *err) {
         if (!st) st = checkpoint(t, err);
         char *ad = fs_join(t->r->run_dir, "adapter");
         if (!st) st = lora_peft_save(&t->la, ad, c->model.name, err);
+        char vl[64] = "";
+        if (isfinite(res->val_loss)) snprintf(vl, sizeof vl, ", validation loss %.4f", res->val_loss);
         if (!st)
             progress_printf(&t->prog, "done: %lld steps (%lld skipped), last loss %.4f%s; adapter (PEFT): %s; loss plot: "
-                            "%s", (long long)t->st.step, (long long)t->st.skipped, res->loss,
-                            have_val ? ", validation loss in metrics.jsonl" : "", ad, t->met.svg_path);
+                            "%s", (long long)t->st.step, (long long)t->st.skipped, res->loss, vl, ad, t->met.svg_path);
         free(ad);
     }
+    res->steps = t->st.step;
+    res->skipped = t->st.skipped;
     snprintf(res->checkpoint, sizeof res->checkpoint, "%s", t->last_ckpt);
     return st;
 }

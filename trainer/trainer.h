@@ -1,5 +1,5 @@
 // trainer: the run configuration (schema, YAML loading, --set overrides, validation, printing and
-// saving), and later the training loop, evaluation, checkpoints and resume, metrics and the loss plot.
+// saving), the training loop, evaluation, checkpoints and resume, metrics and the loss plot.
 //
 // The one door of trainer/. cli/ and tests include only this header (which includes the others').
 #ifndef GPTOSS_TRAINER_H
@@ -212,13 +212,14 @@ typedef struct train_run {
     int resume;                // continue from the newest complete checkpoint of run_dir
 } train_run;
 
+// Filled when train_run_main returns GT_OK.
 typedef struct train_result {
-    int64_t steps;          // optimizer steps completed (applied or skipped)
-    int64_t skipped;        // steps skipped for a NaN/Inf loss or gradient
-    double loss;            // the last step's loss (NaN before the first)
-    double val_loss;        // the last evaluation's mean token loss (NaN when none)
+    int64_t steps;          // optimizer steps completed in the whole run (applied or skipped)
+    int64_t skipped;        // of those, skipped for a NaN/Inf loss or gradient
+    double loss;            // the last applied step's loss in this process (NaN when none)
+    double val_loss;        // this process's last evaluation: mean token loss (NaN when none)
     int signal;             // SIGINT/SIGTERM that stopped the run (a checkpoint was written), else 0
-    char checkpoint[4096];  // the newest complete checkpoint ("" when none)
+    char checkpoint[4096];  // the checkpoint written last (the final one after a complete run)
 } train_result;
 
 // Trains per r (device cpu; cuda is refused until the CUDA trainer exists; auto means cpu). Installs
