@@ -50,6 +50,7 @@ typedef struct trainer {
     uint32_t *order; // (n_rows) the current epoch's row order
     int64_t order_epoch;
     int32_t *ids, *pos, *doc, *tgt; // (buf_tokens) a step's micro-batches back to back
+    int *mb_T;                      // (GA) tokens of each micro-batch of the step
     int64_t total_steps;
     int B, GA, S, eval_B;
     int32_t pad_id;
@@ -157,7 +158,7 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
                                                                             : n_rows - t->st.index);
     // The step's micro-batches, then its target-token count N: each backward is scaled by 1/N.
     int nmb = (rows + t->B - 1) / t->B;
-    int *Ts = xmalloc((size_t)nmb * sizeof *Ts);
+    int *Ts = t->mb_T;
     size_t off = 0;
     int64_t N = 0;
     for (int k = 0; k < nmb; k++) {
@@ -178,7 +179,6 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
         loss_sum += ls;
         off += (size_t)Ts[k];
     }
-    free(Ts);
     if (st) return st;
     int64_t step = t->st.step + 1;
     if (t->inject_nan_step == step) t->la.grads[0] = NAN; // test hook (trainer.h)
@@ -190,16 +190,18 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
         return gt_fail(err, GT_EINVAL, "step %lld: %s (loss %g, gradient norm %g): stopped (train.nan_policy: stop); "
                        "nothing of this step was applied%s%s", (long long)step, bad, loss, gnorm,
                        t->last_ckpt[0] ? "; the last checkpoint is " : "", t->last_ckpt);
-    double dt = progress_now() - t0;
     uint64_t tokens = 0; // not padding (there is none: rows go back to back)
     for (int j = 0; j < rows; j++) tokens += p->row_len[t->order[t->st.index + (size_t)j]];
+    double dt;
     if (bad) {
+        dt = progress_now() - t0;
         progress_printf(&t->prog, "step %lld: %s (loss %g, gradient norm %g): skipped, not applied "
                         "(train.nan_policy: skip)", (long long)step, bad, loss, gnorm);
         st = metrics_log_skip(&t->met, step, bad, err);
         t->st.skipped++;
     } else {
         optim_step(&t->opt, lr);
+        dt = progress_now() - t0;
         t->st.train_seconds += dt;
         metrics_step ms = {.step = step, .epoch = t->st.epoch, .loss = loss, .lr = lr, .grad_norm = gnorm,
                            .tokens_per_s = (double)tokens / dt, .time_s = t->st.train_seconds, .tokens = tokens};
@@ -294,6 +296,7 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
     t->ids = xmalloc(buf_tokens * sizeof *t->ids), t->pos = xmalloc(buf_tokens * sizeof *t->pos);
     t->doc = xmalloc(buf_tokens * sizeof *t->doc), t->tgt = xmalloc(buf_tokens * sizeof *t->tgt);
     t->order = xmalloc(n_rows * sizeof *t->order);
+    t->mb_T = xmalloc((size_t)t->GA * sizeof *t->mb_T);
     t->order_epoch = -1;
     if ((st = model_ws_init(&t->ws, &t->m, c->lora.rank, max_rows * t->S, c->train.gradient_checkpointing, err)))
         return st;
@@ -351,6 +354,7 @@ static void teardown(trainer *t) {
     if (t->tok) tokenizer_free(t->tok);
     free(t->segs);
     free(t->order);
+    free(t->mb_T);
     free(t->ids);
     free(t->pos);
     free(t->doc);
