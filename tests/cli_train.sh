@@ -6,7 +6,9 @@
 #     (`ulimit -f`, a full disk: exit 1, the last complete checkpoint intact), resumed and stopped by SIGTERM
 #     (exit 143), resumed to the end: its adapter and every step's loss equal the straight run's, bit for bit;
 #   - NaN injection (GPTOSS_TEST_INJECT_NAN_STEP): skipped and logged, or the run stops (nan_policy stop);
-#   - device cuda refused before anything is written; a run directory under a regular file is an error.
+#   - without a GPU, device cuda is refused before anything is written, naming the reason (no GPU, or a
+#     build without CUDA), and auto trains on the CPU (scripts/gpu_check.sh trains on the GPU machine);
+#   - a run directory under a regular file is an error.
 set -uo pipefail
 bin=${GPTOSS_BIN:?}
 tmp=${GPTOSS_TMP:-/tmp}/cli_train
@@ -147,10 +149,22 @@ check "nan stop exits 1" test $rc -eq 1
 check "nan stop reported" grep -q "step 2: non-finite gradient .*stopped (train.nan_policy: stop)" "$tmp/err9"
 
 # --- device and unwritable places
-"$bin" train "$cfg" --set train.name=gpu --set device.type=cuda >/dev/null 2>"$tmp/err10"; rc=$?
-check "cuda exits 1" test $rc -eq 1
-check "cuda: clear error" grep -q "CUDA training is not built yet" "$tmp/err10"
-check "cuda: nothing written" test ! -e "$runs/gpu"
+"$bin" version >"$tmp/version"
+if grep -q "^gpus: none" "$tmp/version"; then
+  "$bin" train "$cfg" --set train.name=gpu --set device.type=cuda >/dev/null 2>"$tmp/err10"; rc=$?
+  check "cuda without a GPU exits 1" test $rc -eq 1
+  if grep -q "^cuda: on" "$tmp/version"; then
+    check "cuda: clear error ($(cat "$tmp/err10"))" grep -q "^gptoss train: device.type cuda: no GPU found" "$tmp/err10"
+  else
+    check "cuda: clear error ($(cat "$tmp/err10"))" \
+      grep -q "^gptoss train: device.type cuda: this build has no CUDA backend" "$tmp/err10"
+  fi
+  check "cuda: nothing written" test ! -e "$runs/gpu"
+  "$bin" train "$cfg" --set train.name=auto --set device.type=auto --set train.max_steps=3 >/dev/null \
+    2>"$tmp/err10b"; rc=$?
+  check "auto without a GPU exits 0" test $rc -eq 0
+  check "auto without a GPU trains on the CPU" grep -q "device: cpu" "$runs/auto/train.log"
+fi
 echo x >"$tmp/afile"
 "$bin" train "$cfg" --set "train.out_dir=$tmp/afile/runs" >/dev/null 2>"$tmp/err11"; rc=$?
 check "run dir under a file exits 1" test $rc -eq 1

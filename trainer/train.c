@@ -1,5 +1,5 @@
-// trainer/train.c: the training loop on the CPU. Load the data (token cache), the base model, a fresh
-// LoRA adapter, the optimizer and the schedule; continue from the newest complete checkpoint with
+// trainer/train.c: the training loop, on the CPU or one GPU. Load the data (token cache), the base model,
+// a fresh LoRA adapter, the optimizer and the schedule; continue from the newest complete checkpoint with
 // --resume; then per optimizer step: grad_accum micro-batches forward+backward (loss normalised by the
 // step's total target-token count), the NaN/Inf check, clipping, the optimizer update; metrics, progress,
 // evaluation, checkpoints; at the end the final evaluation, checkpoint and the PEFT adapter in
@@ -9,7 +9,17 @@
 // optimizer state, the step number (schedule) and the data cursor, all in the checkpoint; the CPU
 // forward/backward is bitwise deterministic for any thread count. So N steps straight and k steps +
 // resume + N-k steps give the same bits (tests/test_train.c checks it).
+//
+// Devices: one loop for both. device.type cuda (or auto with a GPU) puts the base weights, the adapter
+// (params and grads), the workspace and the optimizer state on the GPU after the host state is complete
+// (fresh or read from the checkpoint), so their *_init copies it up. The dev_* functions below are the
+// only places that differ: zero grads, forward(+backward), clip, optimizer step, and dev_sync, which
+// brings the adapter and optimizer state back to the host before a checkpoint or the PEFT export.
 #include "trainer/trainer.h"
+
+#if GPTOSS_HAVE_CUDA
+#include "core/cuda_rt.h"
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +50,14 @@ typedef struct trainer {
     int have_opt;
     optim_segment *segs; // [la.n_segs] one per LoRA tensor
     sched sch;
-    model_ws *ws;
+    run_device dev; // RC_DEVICE_CPU or RC_DEVICE_CUDA (resolved)
+    model_ws *ws;   // cpu
+#if GPTOSS_HAVE_CUDA
+    model_cuda *mc; // cuda: weights, the adapter's mirror, workspace, optimizer
+    model_cuda_lora *cl;
+    model_cuda_ws *cws;
+    optim_cuda *oc;
+#endif
     train_metrics met;
     int have_met;
     progress prog;
@@ -80,6 +97,119 @@ static model_batch batch_at(const trainer *t, size_t off, int T) {
     return (model_batch){.T = T, .ids = t->ids + off, .pos = t->pos + off, .doc = t->doc + off, .targets = t->tgt + off};
 }
 
+// The device-specific steps (see the file header). On the GPU each waits only where the CPU result is
+// needed: the loss (forward), the gradient norm (clip).
+static void dev_grads_zero(trainer *t) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) {
+        model_cuda_lora_grads_zero(t->cl);
+        return;
+    }
+#endif
+    lora_adapter_grads_zero(&t->la);
+}
+
+static gt_status dev_forward_loss(trainer *t, const model_batch *b, double *loss_sum, int64_t *n, gt_error *err) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) return model_cuda_forward_loss(t->cws, t->mc, t->cl, b, loss_sum, n, NULL, err);
+#endif
+    return model_forward_loss(t->ws, &t->m, &t->la.ml, b, loss_sum, n, NULL, err);
+}
+
+static gt_status dev_forward_backward(trainer *t, const model_batch *b, float scale, double *loss_sum, int64_t *n,
+                                      gt_error *err) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) return model_cuda_forward_backward(t->cws, t->mc, t->cl, b, scale, loss_sum, n, err);
+#endif
+    return model_forward_backward(t->ws, &t->m, &t->la.ml, b, scale, loss_sum, n, err);
+}
+
+// The NaN test hook (trainer.h): the first gradient element becomes NaN, where the gradients live.
+static void dev_inject_nan(trainer *t) {
+    float nan = NAN;
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) {
+        cuda_h2d(model_cuda_lora_grads(t->cl), &nan, sizeof nan);
+        return;
+    }
+#endif
+    t->la.grads[0] = nan;
+}
+
+static double dev_grad_clip(trainer *t, double max_norm) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) return optim_cuda_grad_clip(t->oc, max_norm);
+#endif
+    return optim_grad_clip(t->segs, t->la.n_segs, max_norm);
+}
+
+static void dev_optim_step(trainer *t, double lr) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) {
+        optim_cuda_step(t->oc, lr);
+        return;
+    }
+#endif
+    optim_step(&t->opt, lr);
+}
+
+// The adapter parameters and the optimizer state (moments, step) back to the host arenas that
+// checkpoints and the export read. Nothing to do on the CPU.
+static void dev_sync(trainer *t) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev != RC_DEVICE_CUDA) return;
+    model_cuda_lora_download(t->cl, t->la.params, NULL);
+    optim_cuda_pull(t->oc, &t->opt);
+#else
+    (void)t;
+#endif
+}
+
+// The workspace for batches of up to max_T tokens; on the GPU also the weights, the adapter's mirror and
+// the optimizer, copied from the host state as it is now (fresh or read from a checkpoint).
+static gt_status dev_init(trainer *t, int max_T, gt_error *err) {
+    const run_config *c = t->cfg;
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) {
+        gt_status st = model_cuda_init(&t->mc, &t->m, err);
+        if (!st) st = model_cuda_lora_init(&t->cl, t->mc, &t->la.ml, t->la.params, t->la.grads, t->la.n_params, err);
+        if (!st) st = model_cuda_ws_init(&t->cws, t->mc, c->lora.rank, max_T, err);
+        if (!st)
+            st = optim_cuda_init(&t->oc, &t->opt, t->la.params, t->la.grads, t->la.n_params,
+                                 model_cuda_lora_params(t->cl), model_cuda_lora_grads(t->cl), err);
+        if (st) return st;
+        char name[256];
+        cuda_device_name(name, sizeof name);
+        progress_printf(&t->prog, "device: cuda %d, %s; base weights on the GPU %.2f MiB, %.2f GiB of GPU memory in "
+                        "use", c->device.index, name, mib(model_cuda_weight_bytes(t->mc)),
+                        (double)cuda_mem_used() / 1073741824.0);
+        return GT_OK;
+    }
+#endif
+    progress_printf(&t->prog, "device: cpu");
+    return model_ws_init(&t->ws, &t->m, c->lora.rank, max_T, c->train.gradient_checkpointing, err);
+}
+
+static size_t dev_ws_bytes(const trainer *t) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) return model_cuda_ws_bytes(t->cws);
+#endif
+    return model_ws_bytes(t->ws);
+}
+
+static void dev_free(trainer *t) {
+#if GPTOSS_HAVE_CUDA
+    if (t->dev == RC_DEVICE_CUDA) {
+        optim_cuda_free(t->oc);
+        model_cuda_ws_free(t->cws);
+        model_cuda_lora_free(t->cl);
+        model_cuda_free(t->mc);
+        cuda_gemm_free(); // made by model_cuda_init
+    }
+#endif
+    model_ws_free(t->ws);
+}
+
 // Mean token loss over the validation rows (eval.max_batches batches of eval_B rows, 0 = all). *aborted
 // when a signal came in between batches (the result is then not logged).
 static gt_status evaluate(trainer *t, double *loss, uint64_t *n_tok, int *aborted, gt_error *err) {
@@ -102,7 +232,7 @@ static gt_status evaluate(trainer *t, double *loss, uint64_t *n_tok, int *aborte
         model_batch mb = batch_at(t, 0, T);
         double ls;
         int64_t nt;
-        st = model_forward_loss(t->ws, &t->m, &t->la.ml, &mb, &ls, &nt, NULL, err);
+        st = dev_forward_loss(t, &mb, &ls, &nt, err);
         sum += ls, n += nt;
     }
     free(rows);
@@ -127,6 +257,7 @@ static gt_status do_eval(trainer *t, train_result *res, gt_error *err) {
 }
 
 static gt_status checkpoint(trainer *t, gt_error *err) {
+    dev_sync(t); // the export after the last checkpoint reads the same host copy
     gt_status st = ckpt_write(t->r->run_dir, &t->st, &t->la, &t->opt, t->cfg->model.name, t->cfg->checkpoint.keep_last,
                               t->last_ckpt, sizeof t->last_ckpt, err);
     if (st) {
@@ -168,22 +299,22 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
         off += (size_t)Ts[k];
     }
     double t0 = progress_now(), loss_sum = 0;
-    lora_adapter_grads_zero(&t->la);
+    dev_grads_zero(t);
     gt_status st = GT_OK;
     off = 0;
     for (int k = 0; k < nmb && N > 0 && !st; k++) {
         model_batch mb = batch_at(t, off, Ts[k]);
         double ls;
         int64_t nt;
-        st = model_forward_backward(t->ws, &t->m, &t->la.ml, &mb, (float)(1.0 / (double)N), &ls, &nt, err);
+        st = dev_forward_backward(t, &mb, (float)(1.0 / (double)N), &ls, &nt, err);
         loss_sum += ls;
         off += (size_t)Ts[k];
     }
     if (st) return st;
     int64_t step = t->st.step + 1;
-    if (t->inject_nan_step == step) t->la.grads[0] = NAN; // test hook (trainer.h)
+    if (t->inject_nan_step == step) dev_inject_nan(t); // test hook (trainer.h)
     double loss = N ? loss_sum / (double)N : NAN;
-    double gnorm = optim_grad_clip(t->segs, t->la.n_segs, t->cfg->optim.max_grad_norm);
+    double gnorm = dev_grad_clip(t, t->cfg->optim.max_grad_norm);
     double lr = sched_lr(&t->sch, t->st.step);
     const char *bad = N == 0 ? "no target tokens" : !isfinite(loss) ? "non-finite loss" : !isfinite(gnorm) ? "non-finite gradient" : NULL;
     if (bad && N > 0 && t->cfg->train.nan_policy == RC_NAN_STOP)
@@ -200,7 +331,7 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
         st = metrics_log_skip(&t->met, step, bad, err);
         t->st.skipped++;
     } else {
-        optim_step(&t->opt, lr);
+        dev_optim_step(t, lr); // asynchronous on the GPU: its time shows in the next step's
         dt = progress_now() - t0;
         t->st.train_seconds += dt;
         metrics_step ms = {.step = step, .epoch = t->st.epoch, .loss = loss, .lr = lr, .grad_norm = gnorm,
@@ -298,8 +429,6 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
     t->order = xmalloc(n_rows * sizeof *t->order);
     t->mb_T = xmalloc((size_t)t->GA * sizeof *t->mb_T);
     t->order_epoch = -1;
-    if ((st = model_ws_init(&t->ws, &t->m, c->lora.rank, max_rows * t->S, c->train.gradient_checkpointing, err)))
-        return st;
 
     // Fresh state, or the newest complete checkpoint.
     t->st = (ckpt_state){.data_seed = r->data->seed, .init_seed = init_seed, .n_train_rows = n_rows,
@@ -327,6 +456,7 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
                             (long long)s.step, (unsigned long long)s.epoch, (unsigned long long)s.index);
         }
     }
+    if ((st = dev_init(t, max_rows * t->S, err))) return st;
     if ((st = metrics_open(&t->met, r->run_dir, keep_until, err))) return st;
     t->have_met = 1;
 
@@ -337,7 +467,8 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
                     "workspace %.2f MiB (%d tokens, gradient checkpointing %s); RSS %.0f MiB",
                     t->la.n_params, mib(t->la.n_params * 4), mib(t->la.n_params * 4),
                     oc.kind == OPTIM_ADAMW ? "adamw (fp32)" : "adamw_8bit", mib(optim_state_bytes(&t->opt)),
-                    mib(model_ws_bytes(t->ws)), max_rows * t->S, c->train.gradient_checkpointing ? "on" : "off",
+                    mib(dev_ws_bytes(t)), max_rows * t->S,
+                    c->train.gradient_checkpointing || t->dev == RC_DEVICE_CUDA ? "on" : "off", // always on the GPU
                     mib(progress_rss_bytes()));
     const char *inj = getenv("GPTOSS_TEST_INJECT_NAN_STEP");
     t->inject_nan_step = inj ? strtoll(inj, NULL, 10) : 0;
@@ -346,7 +477,7 @@ static gt_status setup(trainer *t, train_result *res, gt_error *err) {
 
 static void teardown(trainer *t) {
     if (t->have_met) metrics_close(&t->met);
-    model_ws_free(t->ws);
+    dev_free(t);
     if (t->have_opt) optim_free(&t->opt);
     if (t->have_la) lora_adapter_free(&t->la);
     if (t->have_model) model_free(&t->m);
@@ -407,23 +538,29 @@ static gt_status run_loop(trainer *t, train_result *res, gt_error *err) {
     return st;
 }
 
+// The device cfg asks for, resolved; an error names the setting ("device.type cuda: no GPU found ...").
+static gt_status train_device(const run_config *cfg, run_device *dev, gt_error *err) {
+    gt_status st = train_device_resolve(cfg->device.type, cfg->device.index, dev, err);
+    if (st) gt_wrap(err, "device.type %s", cfg->device.type == RC_DEVICE_AUTO ? "auto" : "cuda"); // cpu never fails
+    return st;
+}
+
 gt_status train_check_device(const run_config *cfg, gt_error *err) {
-    if (cfg->device.type == RC_DEVICE_CUDA)
-        return gt_fail(err, GT_EUNSUPPORTED, "device.type cuda: CUDA training is not built yet; use device.type: cpu "
-                       "(or auto, which trains on the CPU)");
-    return GT_OK;
+    run_device dev;
+    return train_device(cfg, &dev, err);
 }
 
 gt_status train_run_main(const train_run *r, train_result *res, gt_error *err) {
     memset(res, 0, sizeof *res);
     res->loss = res->val_loss = NAN;
     const run_config *c = r->cfg;
-    gt_status dst = train_check_device(c, err);
+    run_device dev;
+    gt_status dst = train_device(c, &dev, err);
     if (dst) return dst;
 #ifdef _OPENMP
     if (c->device.threads > 0) omp_set_num_threads(c->device.threads);
 #endif
-    trainer t = {.r = r, .cfg = c, .lock_fd = -1};
+    trainer t = {.r = r, .cfg = c, .lock_fd = -1, .dev = dev};
     g_signal = 0;
     struct sigaction sa = {0}, old_int, old_term, old_xfsz, ign = {0};
     sa.sa_handler = on_signal;

@@ -201,7 +201,8 @@ void run_config_schema_markdown(FILE *f);
 // checkpoints/step-N/, adapter/ (the final adapter in PEFT's format), .lock (flock'ed while a run uses it).
 //
 // Test hook: the environment variable GPTOSS_TEST_INJECT_NAN_STEP=N sets one gradient element to NaN in
-// optimizer step N (1-based) after its backward, to test train.nan_policy. Nothing else reads it.
+// optimizer step N (1-based) after its backward (in GPU memory on the GPU), to test train.nan_policy.
+// Nothing else reads it.
 
 // What cli/train.c hands the loop.
 typedef struct train_run {
@@ -222,14 +223,16 @@ typedef struct train_result {
     char checkpoint[4096];  // the checkpoint written last (the final one after a complete run)
 } train_result;
 
-// Trains per r (device cpu; cuda is refused until the CUDA trainer exists; auto means cpu). Installs
+// Trains per r on the device cfg->device asks for (train_device_resolve: auto is the GPU when there is
+// one; on the GPU everything but the data and the checkpoint files stays in GPU memory). Installs
 // SIGINT/SIGTERM handlers for its duration: a signal finishes the current step, writes a checkpoint and
 // returns GT_OK with res->signal set (a second signal kills at once). Errors: bad data or model,
 // device, a checkpoint that cannot be written (the last complete one stays), NaN under nan_policy stop.
 gt_status train_run_main(const train_run *r, train_result *res, gt_error *err);
 
-// The device the config asks for can train here: cpu and auto can; cuda cannot yet (the CUDA trainer
-// is not built). cli/train.c asks before creating the run directory; train_run_main asks again.
+// The device the config asks for can train here (train_device_resolve; the error names device.type):
+// cuda needs a CUDA build and a GPU. cli/train.c asks before creating the run directory; train_run_main
+// asks again.
 gt_status train_check_device(const run_config *cfg, gt_error *err);
 
 // trainer/device.c: the device a command computes on (train's device.type/index, eval's --device).
