@@ -8,8 +8,11 @@
 #   train    configs/tiny.yaml (a fresh tiny model from init-model) trained 30 steps with device.type cpu
 #            and cuda, the same seeds: tests/ref/compare_curves.py checks that the GPU follows the CPU's
 #            loss curve (its docstring states the tolerances); then on the GPU: the run stopped at its
-#            step-20 checkpoint and resumed gives the straight run's steps 21-30, and the NaN-injection hook
-#            (GPTOSS_TEST_INJECT_NAN_STEP) is skipped under nan_policy skip and stops under stop;
+#            step-20 checkpoint and resumed gives the straight run's step 21 loss bit for bit (the restored
+#            parameters) and steps 22-30 within 1e-3 (the GPU backward is not bitwise reproducible from one
+#            process to the next: measured 4e-5 on step 21's gradient norm, 1.8e-4 at most on later losses,
+#            bench/NOTES.md), and the NaN-injection hook (GPTOSS_TEST_INJECT_NAN_STEP) is skipped under
+#            nan_policy skip and stops under stop;
 #   memcheck compute-sanitizer memcheck on the tiny model's training step (test_gpu_model --tiny);
 #   bench    gptoss init-model --preset gpt-oss-20b --quant mxfp4 (random weights, real shapes) into /tmp,
 #            then gptoss bench --batch 1 --seq 2048 --lora-r 8 --targets all --json (bench/NOTES.md).
@@ -60,14 +63,12 @@ part_train() {
     part train_cpu 200 "$bin" "${args[@]}" --set train.name=cpu --set device.type=cpu
     part train_cuda 120 "$bin" "${args[@]}" --set train.name=cuda --set device.type=cuda || return
     part train_curves 30 python3 tests/ref/compare_curves.py "$runs/cpu" "$runs/cuda"
-    # Resume: back to the step-20 checkpoint, then on to 30; steps 21-30 must be the straight run's.
+    # Resume: back to the step-20 checkpoint, then on to 30: step 21 exact, then the straight run's curve.
     cp -r "$runs/cuda" "$runs/cuda-straight"
     rm -rf "$runs/cuda/checkpoints/step-00000030" "$runs/cuda/adapter"
     part train_cuda_resume 120 "$bin" "${args[@]}" --set train.name=cuda --set device.type=cuda --resume "$runs/cuda" &&
         part train_cuda_resume_curves 30 python3 tests/ref/compare_curves.py "$runs/cuda-straight" "$runs/cuda" \
-            --tol-step 1e-6 --tol-mean 1e-6 --tol-first 1e-6 --tol-first-gnorm 1e-6
-    echo "resumed adapter vs straight: $(cmp "$runs/cuda-straight/adapter/adapter_model.safetensors" \
-        "$runs/cuda/adapter/adapter_model.safetensors" && echo bitwise equal)"
+            --exact-through 21 --tol-step 1e-3 --tol-mean 1e-3 --tol-first 0 --tol-first-gnorm 0
     # The NaN hook on the GPU: step 3's gradient is poisoned on the device.
     local nan=(--set device.type=cuda --set train.max_steps=6 --set eval.every_steps=0 --set checkpoint.every_steps=0)
     part train_cuda_nan_skip 60 env GPTOSS_TEST_INJECT_NAN_STEP=3 "$bin" "${args[@]}" "${nan[@]}" --set train.name=nan-skip &&

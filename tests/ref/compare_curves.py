@@ -16,6 +16,9 @@ metrics.jsonl (trainer.h: {"type": "train", "step", "loss", "grad_norm", "tokens
     and every eval loss within --tol-step. The tiny run of 30 steps brings the validation loss from 8.60 to
     7.31 (-15%, measured on the CPU), so a 5% band fails a GPU run that does not learn, or learns
     something else.
+With --exact-through N (the resume check: the same device, stopped after step N-1's checkpoint and
+resumed) the train losses of steps 1..N must be equal bit for bit: step N is the first one the resumed
+process computes, from the restored parameters. Later steps then get the --tol-* bands.
 Prints the table and the worst step; exit 0 when every check passes, 1 when one fails, 2 on bad input.
 """
 import argparse
@@ -60,6 +63,7 @@ def main():
     ap.add_argument("--tol-mean", type=float, default=2e-2)
     ap.add_argument("--tol-first", type=float, default=1e-2)
     ap.add_argument("--tol-first-gnorm", type=float, default=3e-2)
+    ap.add_argument("--exact-through", type=int, default=0)
     a = ap.parse_args()
     rpath, rtrain, reval, rskip = read_metrics(a.ref_run)
     path, train, evals, skips = read_metrics(a.run)
@@ -82,6 +86,8 @@ def main():
             fails.append(f"step {s}: {o['tokens']} tokens, reference {r['tokens']} (different rows)")
         if d > a.tol_step:
             fails.append(f"step {s}: loss {o['loss']:.6f} vs reference {r['loss']:.6f}: {d:.2e} > {a.tol_step:g}")
+        if s <= a.exact_through and o["loss"] != r["loss"]:
+            fails.append(f"step {s}: loss {o['loss']!r} vs reference {r['loss']!r}: not bit-identical")
     if steps and steps[0] == 1:
         r, o = rtrain[1], train[1]
         d, dg = rel(o["loss"], r["loss"]), rel(o["grad_norm"], r["grad_norm"])
