@@ -15,6 +15,9 @@
 // (fresh or read from the checkpoint), so their *_init copies it up. The dev_* functions below are the
 // only places that differ: zero grads, forward(+backward), clip, optimizer step, and dev_sync, which
 // brings the adapter and optimizer state back to the host before a checkpoint or the PEFT export.
+// A GPU resume restores the state exactly (the first resumed step's loss is the straight run's, bit for
+// bit), but the GPU backward is not bitwise reproducible from one process to the next, so later steps
+// agree only to ~1e-4 there (bench/NOTES.md; scripts/gpu_check.sh checks it).
 #include "trainer/trainer.h"
 
 #if GPTOSS_HAVE_CUDA
