@@ -1,16 +1,24 @@
 // gptoss eval: the token-weighted mean next-token loss of a model (+ a PEFT adapter) on a dataset.
 //   --model M       a model directory or a hub name in the local HF cache (model_load; experts as stored)
 //   --adapter DIR   a PEFT LoRA adapter directory (lora_peft_load), e.g. one HF/PEFT saved
-//   --data FILE     JSONL or JSONL.gz of pre-tokenized rows {"input_ids": [...], "labels": [...]}: HF
-//                   convention, labels unshifted, -100 ignored; a row without labels trains every token
-//                   (conversation rows: later, with the tokenizer)
+//   --data FILE     JSONL or JSONL.gz, each row's shape detected as the data pipeline does (data/data.h,
+//                   DATA_FORMAT_AUTO): pre-tokenized {"input_ids": [...], "labels"?: [...]} (HF convention,
+//                   labels unshifted, -100 ignored; no labels trains every token), conversations
+//                   {"messages": [...]} (HuggingFaceH4/Multilingual-Thinking rows too) or flat rows with the
+//                   default columns developer/user/analysis/final; conversations are rendered in Harmony and
+//                   tokenized by data_read_files, their targets chosen by --train-on, as for training
+//   --tokenizer F   tokenizer.json for conversation rows; default the model directory's. Without either,
+//                   only pre-tokenized rows are read (the fixture models have no tokenizer)
+//   --reasoning L   low|medium|high; --date YYYY-MM-DD (default: the config schema's pinned template.date);
+//   --train-on T    assistant (default)|final|all: the template options of `gptoss train` (template.*)
 //   --device D      auto (default: the GPU when this build has CUDA and one is present, else the CPU), cpu
 //                   (the fp32 reference) or cuda (bf16 weights and GEMM operands, fp32 accumulation and loss:
 //                   the same loss within ~1e-2 relative, scripts/gpu_check.sh checks it on the GPU machine)
 //   --json          print {"mean_token_loss": x, "tokens": n, "rows": r} instead of a sentence
 // The mean is sum over every target token of -log p(token) / number of target tokens, over the whole
 // file (not a mean of per-row means), i.e. what HF's loss gives when all rows are one batch without
-// padding. Each row is one document: positions start at 0 and attention stays inside the row.
+// padding. Each row is one document: positions start at 0 and attention stays inside the row; rows are
+// never truncated or packed (data.max_seq_len does not apply).
 #include "cli/cli.h"
 #include "core/core.h"
 #include "data/data.h"
@@ -27,7 +35,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-static const char *const FLAGS[] = {"--model", "--adapter", "--data", "--device", "--json"};
+static const char *const FLAGS[] = {"--model",     "--adapter", "--data", "--device", "--json",
+                                     "--tokenizer", "--reasoning", "--date", "--train-on"};
 #define N_FLAGS (int)(sizeof FLAGS / sizeof FLAGS[0])
 
 // The loss of one batch on the CPU or the GPU: the model (and adapter) and a workspace for up to Tmax
@@ -139,8 +148,28 @@ static gt_status eval_docs(const model *m, const lora_adapter *la, run_device de
     return s;
 }
 
+// The tokenizer for conversation rows: --tokenizer, else the model directory's tokenizer.json when there
+// is one, else none (*tok NULL: pre-tokenized rows only). A tokenizer with ids beyond the model's
+// vocabulary belongs to another model: refused.
+static gt_status eval_tokenizer_load(const char *path_arg, const char *model_dir, const model *m, tokenizer **tok,
+                                     gt_error *err) {
+    *tok = NULL;
+    char *path = path_arg ? xstrdup(path_arg) : fs_join(model_dir, "tokenizer.json");
+    gt_status s = GT_OK;
+    if (path_arg && !fs_exists(path_arg))
+        s = gt_fail(err, GT_ENOTFOUND, "--tokenizer %s: no such file (pass the model's tokenizer.json)", path_arg);
+    else if (fs_exists(path) && !(s = tokenizer_load_hf(tok, path, err)) && tokenizer_vocab_size(*tok) > m->cfg.vocab)
+        s = gt_fail(err, GT_EINVAL,
+                    "tokenizer %s has %d ids but the model's vocabulary is %d: it belongs to another model (pass "
+                    "--tokenizer with the model's tokenizer.json)", path, tokenizer_vocab_size(*tok), m->cfg.vocab);
+    if (!s && *tok) log_info("eval: tokenizer %s (%d ids)", path, tokenizer_vocab_size(*tok));
+    free(path);
+    return s;
+}
+
 int cmd_eval(int argc, char **argv) {
-    const char *model_arg = NULL, *adapter = NULL, *data = NULL, *device = "auto";
+    const char *model_arg = NULL, *adapter = NULL, *data = NULL, *device = "auto", *tok_path = NULL;
+    const char *reasoning = "medium", *date = NULL, *train_on = "assistant";
     int json = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -154,22 +183,49 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(f, "--model")) model_arg = v;
         else if (!strcmp(f, "--adapter")) adapter = v;
         else if (!strcmp(f, "--data")) data = v;
+        else if (!strcmp(f, "--tokenizer")) tok_path = v;
+        else if (!strcmp(f, "--reasoning")) reasoning = v;
+        else if (!strcmp(f, "--date")) date = v;
+        else if (!strcmp(f, "--train-on")) train_on = v;
         else device = v;
     }
     if (!model_arg || !data) return cli_usage_error("eval", "--model and --data are required");
     run_device want = !strcmp(device, "auto") ? RC_DEVICE_AUTO : !strcmp(device, "cpu") ? RC_DEVICE_CPU
                     : !strcmp(device, "cuda") ? RC_DEVICE_CUDA : (run_device)-1;
     if ((int)want < 0) return cli_usage_error("eval", "--device '%s': expected auto, cpu or cuda", device);
+    if (strcmp(reasoning, "low") && strcmp(reasoning, "medium") && strcmp(reasoning, "high"))
+        return cli_usage_error("eval", "--reasoning '%s': expected low, medium or high", reasoning);
+    harmony_train_on on = !strcmp(train_on, "assistant") ? HARMONY_TRAIN_ASSISTANT
+                        : !strcmp(train_on, "final") ? HARMONY_TRAIN_FINAL
+                        : !strcmp(train_on, "all") ? HARMONY_TRAIN_ALL : (harmony_train_on)-1;
+    if ((int)on < 0) return cli_usage_error("eval", "--train-on '%s': expected assistant, final or all", train_on);
 
     gt_error err = {0};
+    // The template as `gptoss train` renders it by default: the config schema's pinned date unless --date.
+    run_config defaults;
+    run_config_defaults(&defaults);
+    data_options o;
+    data_options_defaults(&o);
+    o.train_files = &data;
+    o.n_train_files = 1;
+    o.harmony.reasoning_effort = reasoning;
+    o.harmony.date = date ? date : defaults.tmpl.date;
+    o.harmony.train_on = on;
+    if (data_options_check(&o, &err)) {
+        run_config_free(&defaults);
+        return cli_usage_error("eval", "--date %s: %s", o.harmony.date, err.msg);
+    }
+
     run_device dev;
     if (train_device_resolve(want, 0, &dev, &err)) {
         fprintf(stderr, "gptoss eval: --device %s: %s\n", device, err.msg);
+        run_config_free(&defaults);
         return 1;
     }
     char dir[4096];
     model m;
     lora_adapter la;
+    tokenizer *tok = NULL;
     data_docs docs;
     memset(&docs, 0, sizeof docs);
     int have_model = 0, have_lora = 0, rc = 1;
@@ -181,11 +237,11 @@ int cmd_eval(int argc, char **argv) {
         have_lora = 1;
         log_info("adapter %s: rank %d, scale %g, %zu parameters", adapter, la.spec.rank, la.ml.scale, la.n_params);
     }
-    data_options o;
-    data_options_defaults(&o);
-    o.format = DATA_FORMAT_TOKENS; // no tokenizer needed; the model checks the ids against its vocabulary
-    if (data_read_files(&data, 1, &o, NULL, 0, &docs, &err)) {
-        if (err.status == GT_EFORMAT) gt_wrap(&err, "pre-tokenized rows {\"input_ids\", \"labels\"} expected");
+    if (eval_tokenizer_load(tok_path, dir, &m, &tok, &err)) goto fail;
+    if (data_read_files(&data, 1, &o, tok, 0, &docs, &err)) {
+        if (err.status == GT_EUNSUPPORTED && !tok)
+            gt_wrap(&err, "%s has no tokenizer.json: pass --tokenizer FILE (the model's tokenizer.json) for "
+                    "conversation rows", dir);
         goto fail;
     }
     if (!docs.n_docs) {
@@ -219,7 +275,9 @@ fail:
     fprintf(stderr, "gptoss eval: %s\n", err.msg);
 done:
     data_docs_free(&docs);
+    if (tok) tokenizer_free(tok);
     if (have_lora) lora_adapter_free(&la);
     if (have_model) model_free(&m);
+    run_config_free(&defaults);
     return rc;
 }

@@ -17,9 +17,17 @@ static const cli_command COMMANDS[] = {
      "  --overwrite   allow reusing an existing run directory\n"
      "  --dry-run     resolve and print the config, then exit\n"},
     {"eval", cmd_eval, "mean next-token loss of a model (+adapter) on a dataset",
-     "usage: gptoss eval --model M [--adapter DIR] --data FILE [--device auto|cpu|cuda] [--json]\n\n"
-     "Prints the token-weighted mean next-token loss over all target tokens (labels unshifted, -100 ignored).\n"
-     "  --device auto|cpu|cuda  auto (default): the GPU when this build has CUDA and one is present, else the CPU\n"},
+     "usage: gptoss eval --model M [--adapter DIR] --data FILE [--device auto|cpu|cuda] [--json]\n"
+     "       [--tokenizer FILE] [--reasoning low|medium|high] [--date YYYY-MM-DD] [--train-on assistant|final|all]\n\n"
+     "Prints the token-weighted mean next-token loss over all target tokens. FILE is JSONL or JSONL.gz; each\n"
+     "row's shape is detected as for training: pre-tokenized {\"input_ids\", \"labels\"?} (labels unshifted,\n"
+     "-100 ignored), conversations {\"messages\": [...]} or flat rows (developer/user/analysis/final), which\n"
+     "are rendered in Harmony and tokenized with the template options below (the defaults of `gptoss train`).\n"
+     "  --device auto|cpu|cuda  auto (default): the GPU when this build has CUDA and one is present, else the CPU\n"
+     "  --tokenizer FILE        tokenizer.json for conversation rows (default: the model directory's)\n"
+     "  --reasoning L           the system message's reasoning effort (default medium)\n"
+     "  --date YYYY-MM-DD       the template's current date (default: template.date's pinned default)\n"
+     "  --train-on T            targets: assistant (default: the last turn's thinking and answer), final, all\n"},
     {"chat", cmd_chat, "chat with a model (+adapter) in the Harmony format",
      "usage: gptoss chat --model M [--adapter DIR] [--merge] [--prompt TEXT] [--reasoning low|medium|high]\n"
      "       [--show-thinking] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device ...]\n\n"

@@ -8,7 +8,9 @@
 # the CPU's loss within 1e-2 relative (the issue's bar: bf16 weights and GEMM operands round each product
 # to ~2^-9 relative, fp32 accumulation; a few 1e-3 on these losses is expected); without one --device cuda
 # fails naming the reason and auto is the CPU. Then the errors: an adapter for another base, a bad row,
-# ids outside the vocabulary, usage mistakes.
+# ids outside the vocabulary, usage mistakes. Conversation rows (messages, Multilingual-Thinking, flat): the
+# same loss as their pre-tokenized twins that HF made (tests/fixtures/eval), HF's loss within 1e-5, and their
+# errors (no tokenizer, a tokenizer for another model, bad rows by file:line).
 set -uo pipefail
 bin=${GPTOSS_BIN:?}
 tmp=${GPTOSS_TMP:-/tmp}/cli_eval
@@ -64,6 +66,78 @@ printf '%s\n' '{"input_ids": [1, 2, 3]}' '{"input_ids": [1, 64, 3]}' >"$tmp/bad_
 check "ids outside the vocabulary exit 1" test $rc -eq 1
 check "ids outside the vocabulary named ($(cat "$tmp/err3"))" grep -q "bad_ids.jsonl:2: input_ids\[1\] = 64 is outside the model's vocabulary \[0, 64)" "$tmp/err3"
 
+# Conversation rows (tests/fixtures/eval, tests/ref/make_eval_conv_fixture.py): Multilingual-Thinking rows,
+# a developer multi-turn row and a flat row, and their pre-tokenized twins that HF's chat template machinery
+# and HF `tokenizers` made without gptoss, one per template case (train_on, reasoning, date: the script's
+# CASES). Same ids and labels -> the same computation: the loss must be equal to the last digit, and the
+# token and row counts too. The model: tiny, vocabulary 3015 = the fixture tokenizer's (init-model).
+conv=tests/fixtures/eval
+"$bin" init-model --preset tiny --layers 2 --vocab 3015 --quant bf16 --seed 7 --out "$tmp/conv_model" >/dev/null
+for c in "assistant medium 2025-08-05" "final low 2026-02-28" "all high 2025-08-05"; do
+  read -r on effort date <<<"$c"
+  args=(--train-on "$on" --reasoning "$effort" --date "$date")
+  # The defaults of eval are the first case's (the config schema's pinned template.date included).
+  [ "$on" = assistant ] && args=()
+  "$bin" eval --model "$tmp/conv_model" --tokenizer tests/fixtures/tokenizer/tokenizer.json --data "$conv/conversations.jsonl" \
+    "${args[@]}" --device cpu --json >"$tmp/conv-$on.json" 2>"$tmp/conv-$on.err"; rc=$?
+  check "conversations ($on) exit 0 (rc $rc: $(cat "$tmp/conv-$on.err"))" test $rc -eq 0
+  "$bin" eval --model "$tmp/conv_model" --data "$conv/tokens_$on.jsonl" --device cpu --json >"$tmp/tok-$on.json" 2>/dev/null
+  check "conversations ($on): $(cat "$tmp/conv-$on.json") == pre-tokenized $(cat "$tmp/tok-$on.json")" \
+    cmp -s "$tmp/conv-$on.json" "$tmp/tok-$on.json"
+  echo "eval conversations --train-on $on: $(cat "$tmp/conv-$on.json")"
+done
+# Without a tokenizer in the model directory and no --tokenizer: conversation rows are refused naming the fix;
+# pre-tokenized rows need none (above). Then the model directory's tokenizer.json is the default, and .gz reads.
+"$bin" eval --model "$tmp/conv_model" --data "$conv/conversations.jsonl" >/dev/null 2>"$tmp/err_tok"; rc=$?
+check "no tokenizer exits 1" test $rc -eq 1
+check "no tokenizer names the row and --tokenizer ($(cat "$tmp/err_tok"))" grep -q \
+  "conv_model has no tokenizer.json: pass --tokenizer FILE .*conversations.jsonl:1: a conversation row needs a tokenizer" "$tmp/err_tok"
+cp tests/fixtures/tokenizer/tokenizer.json "$tmp/conv_model/"
+gzip -c "$conv/conversations.jsonl" >"$tmp/conversations.jsonl.gz"
+"$bin" eval --model "$tmp/conv_model" --data "$tmp/conversations.jsonl.gz" --device cpu --json >"$tmp/conv-gz.json" 2>/dev/null
+check "the model's tokenizer.json and .gz: the same loss" cmp -s "$tmp/conv-gz.json" "$tmp/conv-assistant.json"
+"$bin" eval --model "$tmp/conv_model" --tokenizer "$tmp/nope.json" --data "$conv/conversations.jsonl" >/dev/null 2>"$tmp/err_tok2"; rc=$?
+check "missing --tokenizer file exits 1" test $rc -eq 1
+check "missing --tokenizer file named ($(cat "$tmp/err_tok2"))" grep -q -- "--tokenizer $tmp/nope.json: no such file" "$tmp/err_tok2"
+# A tokenizer with more ids than the model's vocabulary (64) belongs to another model.
+"$bin" eval --model "$fix/bf16" --tokenizer tests/fixtures/tokenizer/tokenizer.json --data "$conv/conversations.jsonl" \
+  >/dev/null 2>"$tmp/err_tok3"; rc=$?
+check "a tokenizer for another model exits 1" test $rc -eq 1
+check "a tokenizer for another model explained ($(cat "$tmp/err_tok3"))" grep -q "has 3015 ids but the model's vocabulary is 64" "$tmp/err_tok3"
+# Bad conversation rows: file:line and the field.
+bad_conv() { # bad_conv NAME ROW PATTERN: the row on line 2 after a good one is refused with FILE:2PATTERN
+  { head -n 1 "$conv/conversations.jsonl"; printf '%s\n' "$2"; } >"$tmp/$1.jsonl"
+  "$bin" eval --model "$tmp/conv_model" --data "$tmp/$1.jsonl" >/dev/null 2>"$tmp/$1.err"; rc=$?
+  check "$1 exits 1" test $rc -eq 1
+  check "$1 named ($(cat "$tmp/$1.err"))" grep -q "$1.jsonl:2:$3" "$tmp/$1.err"
+}
+bad_conv bad_role '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}' \
+  " messages\[0\].role: 'robot' is not supported"
+bad_conv no_assistant '{"messages": [{"role": "user", "content": "hi"}]}' " no assistant turn"
+bad_conv flat_no_final '{"user": "hi", "analysis": "x"}' " column 'final' (data.answer_column)"
+bad_conv bad_json '{"messages": [' "14: invalid JSON" # line:column
+"$bin" eval --model "$tmp/conv_model" --data "$conv/conversations.jsonl" --date 2025-13-01 >/dev/null 2>"$tmp/err_date"; rc=$?
+check "bad --date exits 2" test $rc -eq 2
+check "bad --date explained ($(cat "$tmp/err_date"))" grep -q "2025-13-01' is not a YYYY-MM-DD date" "$tmp/err_date"
+"$bin" eval --model "$tmp/conv_model" --data "$conv/conversations.jsonl" --train-on user >/dev/null 2>"$tmp/err_on"; rc=$?
+check "bad --train-on exits 2" test $rc -eq 2
+check "bad --train-on lists the choices" grep -q "expected assistant, final or all" "$tmp/err_on"
+
+# HF's loss on the pre-tokenized twin (tests/ref/eval_hf_loss.py: transformers in fp32) equals ours on the
+# conversations within 1e-5 relative (fp32 both, summation order only). Without torch/transformers this part
+# is skipped, unless GPTOSS_REQUIRE_PYTHON_REF=1 (scripts/test.sh sets it): then it fails.
+py=${GPTOSS_PYTHON:-python3}
+"$py" tests/ref/eval_hf_loss.py --model "$tmp/conv_model" --data "$conv/tokens_assistant.jsonl" >"$tmp/hf.json" 2>"$tmp/hf.err"; rc=$?
+if [ $rc -eq 77 ] && [ "${GPTOSS_REQUIRE_PYTHON_REF:-0}" != 1 ]; then
+  echo "skip: HF reference loss on conversations ($py cannot import torch/transformers/peft)"
+else
+  check "HF reference exits 0 (rc $rc: $(tail -n 3 "$tmp/hf.err"))" test $rc -eq 0
+  hf=$(json_field mean_token_loss "$tmp/hf.json") ours=$(json_field mean_token_loss "$tmp/conv-assistant.json")
+  check "conversations: ours $ours vs HF $hf (1e-5 relative)" close "$ours" "$hf" 1e-5
+  check "conversations: HF token count" test "$(json_field tokens "$tmp/hf.json")" = "$(json_field tokens "$tmp/conv-assistant.json")"
+  echo "eval conversations vs HF: ours $ours, HF $hf"
+fi
+
 # The devices.
 "$bin" version >"$tmp/version"
 if grep -q "^gpus: none" "$tmp/version"; then
@@ -92,6 +166,11 @@ else
     check "cuda $base + $adapter: token count" test "$(json_field tokens "$tmp/cuda-$base-$adapter.json")" = "$(ref tokens)"
     awk -v g="$gpu" -v c="$cpu" -v p="$pair" 'BEGIN { d = g - c; printf "eval --device cuda %s: GPU %s CPU %s rel diff %.2e\n", p, g, c, (d < 0 ? -d : d) / c }'
   done
+  # Conversation rows on the GPU: the same documents, the same 1e-2 bar.
+  "$bin" eval --model "$tmp/conv_model" --data "$conv/conversations.jsonl" --device cuda --json >"$tmp/cuda-conv.json" 2>"$tmp/cuda-conv.err"; rc=$?
+  check "cuda conversations exit 0 (rc $rc: $(cat "$tmp/cuda-conv.err"))" test $rc -eq 0
+  gpu=$(json_field mean_token_loss "$tmp/cuda-conv.json") cpu=$(json_field mean_token_loss "$tmp/conv-assistant.json")
+  check "cuda conversations: GPU $gpu vs CPU $cpu (1e-2 relative)" close "$gpu" "$cpu" 1e-2
 fi
 "$bin" eval --model "$fix/bf16" --data "$data" --device tpu >/dev/null 2>"$tmp/err4b"; rc=$?
 check "--device tpu exits 2" test $rc -eq 2
