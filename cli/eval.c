@@ -150,7 +150,8 @@ static gt_status eval_docs(const model *m, const lora_adapter *la, run_device de
 
 // The tokenizer for conversation rows: --tokenizer, else the model directory's tokenizer.json when there
 // is one, else none (*tok NULL: pre-tokenized rows only). A tokenizer with ids beyond the model's
-// vocabulary belongs to another model: refused.
+// vocabulary belongs to another model: refused when passed with --tokenizer; the model directory's own is
+// set aside with a warning (pre-tokenized rows don't need it; a conversation row then asks for --tokenizer).
 static gt_status eval_tokenizer_load(const char *path_arg, const char *model_dir, const model *m, tokenizer **tok,
                                      gt_error *err) {
     *tok = NULL;
@@ -158,10 +159,17 @@ static gt_status eval_tokenizer_load(const char *path_arg, const char *model_dir
     gt_status s = GT_OK;
     if (path_arg && !fs_exists(path_arg))
         s = gt_fail(err, GT_ENOTFOUND, "--tokenizer %s: no such file (pass the model's tokenizer.json)", path_arg);
-    else if (fs_exists(path) && !(s = tokenizer_load_hf(tok, path, err)) && tokenizer_vocab_size(*tok) > m->cfg.vocab)
+    else if (fs_exists(path) && !(s = tokenizer_load_hf(tok, path, err)) && tokenizer_vocab_size(*tok) > m->cfg.vocab) {
         s = gt_fail(err, GT_EINVAL,
                     "tokenizer %s has %d ids but the model's vocabulary is %d: it belongs to another model (pass "
                     "--tokenizer with the model's tokenizer.json)", path, tokenizer_vocab_size(*tok), m->cfg.vocab);
+        if (!path_arg) {
+            log_warn("%s; not using it", err->msg);
+            tokenizer_free(*tok);
+            *tok = NULL;
+            s = GT_OK;
+        }
+    }
     if (!s && *tok) log_info("eval: tokenizer %s (%d ids)", path, tokenizer_vocab_size(*tok));
     free(path);
     return s;
