@@ -13,13 +13,8 @@
 #   - --merge says whether the merged experts were kept bf16 or requantized.
 # Needs python3 (stdlib only) for the scripted model; skips (77) without it.
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_chat
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_chat
 has() { grep -qF -- "$2" "$1"; } # has FILE TEXT
 fix=tests/fixtures/model
 command -v python3 >/dev/null || { echo "skip: no python3"; exit 77; }

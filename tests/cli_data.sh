@@ -2,13 +2,8 @@
 # gptoss data CONFIG.yaml [--set K=V]... [--show N]: the summary, the token cache (written, then hit),
 # --show with the trained spans in [[...]], bad rows as FILE:LINE errors and as skipped counts, usage errors.
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_data
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_data
 tok=tests/fixtures/tokenizer/tokenizer.json
 common=(configs/tiny.yaml --set "model.tokenizer=$tok" --set "data.cache_dir=$tmp/cache" --set data.max_seq_len=1024)
 

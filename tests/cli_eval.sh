@@ -12,13 +12,8 @@
 # same loss as their pre-tokenized twins that HF made (tests/fixtures/eval), HF's loss within 1e-5, and their
 # errors (no tokenizer, a tokenizer for another model, bad rows by file:line).
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_eval
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_eval
 fix=tests/fixtures/model
 data=$fix/eval.jsonl
 

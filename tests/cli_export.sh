@@ -11,13 +11,8 @@
 #   - mistakes: no --model for an adapter whose base is null, --merged without --model, --quant for an adapter
 #     export, an adapter passed as --model.
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_export
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_export
 has() { grep -qF -- "$2" "$1"; }
 expect_fail() { # expect_fail NAME TEXT COMMAND...: non-zero exit and TEXT in stderr
   "${@:3}" >"$tmp/$1.out" 2>"$tmp/$1.err"; local rc=$?

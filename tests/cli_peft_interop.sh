@@ -8,14 +8,9 @@
 # transformers and peft the test is skipped (77), unless GPTOSS_REQUIRE_PYTHON_REF=1 (scripts/test.sh sets it,
 # so that CI cannot pass by skipping): then it fails.
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_peft_interop
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_peft_interop
 py=${GPTOSS_PYTHON:-python3}
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
 
 if ! "$py" -c 'import torch, transformers, peft, safetensors' 2>"$tmp/import.err"; then
   if [ "${GPTOSS_REQUIRE_PYTHON_REF:-0}" = 1 ]; then

@@ -10,13 +10,8 @@
 #     build without CUDA), and auto trains on the CPU (scripts/gpu_check.sh trains on the GPU machine);
 #   - a run directory under a regular file is an error.
 set -uo pipefail
-bin=${GPTOSS_BIN:?}
-tmp=${GPTOSS_TMP:-/tmp}/cli_train
-rm -rf "$tmp" && mkdir -p "$tmp"
-fail=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-  if ! "${@:2}"; then echo "FAIL: $1" >&2; fail=1; fi
-}
+. "$(dirname "$0")/shell_util.sh"
+cli_test_setup cli_train
 
 "$bin" init-model --preset tiny --layers 1 --vocab 3015 --quant bf16 --seed 3 --out "$tmp/model" >/dev/null || exit 1
 cp tests/fixtures/tokenizer/tokenizer.json "$tmp/model/"
