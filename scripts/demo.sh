@@ -19,3 +19,9 @@ echo
 echo "adapter (PEFT format): runs/tiny/adapter/"
 ls -l runs/tiny/adapter/
 echo "loss plot: runs/tiny/loss.svg   metrics: runs/tiny/metrics.jsonl   log: runs/tiny/train.log"
+echo
+# Base first, then the trained adapter on top; a toy model a minute old answers with noise, but the whole
+# path (Harmony prompt, KV-cache decoding, channel parsing, streaming) is the one the 20B model uses.
+echo "chat with the result: ./build/gptoss chat --model $model --adapter runs/tiny/adapter --prompt ..."
+./build/gptoss chat --model "$model" --adapter runs/tiny/adapter --prompt "Bonjour ! Comment vas-tu ?" \
+  --max-new-tokens 32 --show-thinking --seed 0

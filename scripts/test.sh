@@ -7,7 +7,7 @@
 #   3. libFuzzer targets (clang), GPTOSS_FUZZ_SECONDS each (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GPTOSS_FUZZ_DEPS=1 bash scripts/deps.sh
+GPTOSS_TEST_DEPS=1 bash scripts/deps.sh
 jobs=$(nproc)
 # ctest runs tests side by side: OpenMP threads sleep instead of spinning at barriers, so parallel
 # tests don't starve each other on a small machine.
