@@ -1,5 +1,5 @@
 // cli: one file per subcommand. Each cmd_* takes the arguments after the command name and returns the
-// process exit code (0 ok, 1 failure, 2 usage error or not implemented).
+// process exit code (0 ok, 1 failure, 2 usage error).
 #ifndef GPTOSS_CLI_H
 #define GPTOSS_CLI_H
 
@@ -19,8 +19,6 @@ int cmd_init_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
-// Prints "gptoss NAME: not implemented yet (NOTE)" to stderr and returns 2.
-int cli_not_implemented(const char *name, const char *note);
 // Prints the command's usage (to stdout) when argv holds -h/--help; returns 1 when it did.
 int cli_wants_help(const char *name, int argc, char **argv);
 // 1 when arg is one of flags[0..n); else prints "gptoss CMD: unknown argument 'ARG' (did you mean

@@ -78,11 +78,6 @@ int cli_wants_help(const char *name, int argc, char **argv) {
     return 0;
 }
 
-int cli_not_implemented(const char *name, const char *note) {
-    fprintf(stderr, "gptoss %s: not implemented yet (%s)\n", name, note);
-    return 2;
-}
-
 int cli_flag_known(const char *cmd, const char *arg, const char *const *flags, int n) {
     for (int k = 0; k < n; k++)
         if (!strcmp(arg, flags[k])) return 1;
