@@ -72,6 +72,36 @@ extern "C" void cuda_fill_f32(float *dst, float value, size_t n) {
     CUDA_LAUNCH_CHECK();
 }
 extern "C" void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+// hold_flag[0]: set by the host to release; [1]: set by the kernel when it gave up (timeout). Mapped memory.
+static volatile int *hold_flag;
+
+__global__ void hold_kernel(volatile int *flag, unsigned long long timeout_ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        if (flag[0]) return;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < timeout_ns);
+    flag[1] = 1;
+}
+
+extern "C" void cuda_hold_begin(double timeout_s) {
+    if (!hold_flag) CUDA_CHECK(cudaHostAlloc((void **)&hold_flag, 2 * sizeof(int), cudaHostAllocMapped));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    hold_flag[0] = 0, hold_flag[1] = 0;
+    int *dev = NULL;
+    CUDA_CHECK(cudaHostGetDevicePointer((void **)&dev, (void *)hold_flag, 0));
+    hold_kernel<<<1, 1>>>(dev, (unsigned long long)(timeout_s * 1e9));
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" int cuda_hold_end(void) {
+    const int held = cudaStreamQuery(0) == cudaErrorNotReady && !hold_flag[1];
+    hold_flag[0] = 1;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return held && !hold_flag[1];
+}
 extern "C" void *cuda_host_alloc(size_t bytes) {
     void *p = NULL;
     CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 1));

@@ -35,6 +35,13 @@ void cuda_fill_f32(float *dst, float value, size_t n); // asynchronous; tests po
 void cuda_sync(void);                                  // waits for the device; checks for kernel faults
 void *cuda_host_alloc(size_t bytes);                   // pinned host memory, for asynchronous copies
 void cuda_host_free(void *p);
+// A hold on the default stream, for tests that assert a piece of code never makes the host wait for the
+// device: cuda_hold_begin enqueues a kernel that holds back all later work until cuda_hold_end (or until
+// timeout_s passes, so a host that does wait is not deadlocked). cuda_hold_end returns 1 when the hold was
+// still in place when it was called (nothing between the two waited for the device), 0 when it had timed
+// out; then it releases the hold and synchronises. Not for use inside a training step (it allocates).
+void cuda_hold_begin(double timeout_s);
+int cuda_hold_end(void);
 
 // Device arena. Counting pass: base == NULL, take() only counts. Then cuda_arena_alloc reserves the
 // counted bytes (GT_ENOMEM with the size when they do not fit), reset used to 0 and take again.

@@ -7,8 +7,7 @@
 // Every pointer is device memory unless it says "host". Storage: activations and gradients fp32, GEMM
 // operands bf16 (uint16_t bits, round to nearest even), base weights bf16 or 4-bit, LoRA fp32.
 // Outputs are overwritten unless a comment says "+=" (as on the CPU: LoRA dA/dB and the RMSNorm input
-// gradient accumulate). All calls are asynchronous on the default stream, except cuda_moe_forward, which
-// reads the expert row counts back to the host (one small synchronising copy per call).
+// gradient accumulate). All calls are asynchronous on the default stream; none synchronises the host.
 #ifndef GPTOSS_MODEL_CUDA_OPS_H
 #define GPTOSS_MODEL_CUDA_OPS_H
 
@@ -36,6 +35,7 @@ void cuda_nf4_dequant(uint16_t *out, const uint8_t *packed, const float *absmax,
                       int64_t n);
 
 // One layer's E experts of one projection, on the device; every expert (rows, cols), y = W x.
+// moe.cu decodes them inside its GEMM tiles; MXFP4 needs cols % 32 == 0 (the format's blocks).
 typedef struct cuda_experts {
     wformat fmt;           // WF_MXFP4, WF_NF4 or WF_BF16 (fp32 experts are uploaded as bf16)
     int E, rows, cols;
@@ -47,8 +47,6 @@ typedef struct cuda_experts {
     size_t nf4_bytes, nf4_blocks; // NF4: per expert, ceil(rows*cols/2) and ceil(rows*cols/blocksize)
     const uint16_t *bf16;  // WF_BF16: (E, rows, cols)
 } cuda_experts;
-// Expert e as bf16 (rows, cols): in place for WF_BF16, else dequantized into scratch (rows*cols).
-const uint16_t *cuda_experts_weight(const cuda_experts *x, int e, uint16_t *scratch);
 
 // ---------------------------------------------------------------------------------------------------
 // rmsnorm.cu (model/cpu/rmsnorm.c): y = w * (x * rstd); ybf (bf16 copy of y) may be NULL.
@@ -87,6 +85,7 @@ void cuda_router_backward(float *dlogits, const float *dw, const float *w, const
 // swiglu.cu (model/cpu/swiglu.c) on n elements; act_bf (bf16 copy of act) may be NULL.
 void cuda_swiglu_forward(float *act, uint16_t *act_bf, const float *gate, const float *up, size_t n, float limit,
                          float alpha);
+// dgate may alias dact.
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n,
                           float limit, float alpha);
 // gu (n, 2I) interleaved (2i gate, 2i+1 up) -> gate, up (n, I); and back, as bf16.
@@ -119,7 +118,8 @@ void cuda_ce_backward(float *dh, const uint16_t *h, const uint16_t *w, const int
 void cuda_loss_sum(double *out, const float *loss, const int32_t *targets, int T);
 
 // ---------------------------------------------------------------------------------------------------
-// moe.cu (model/cpu/moe.c): one layer's experts over slots sorted by expert.
+// moe.cu (model/cpu/moe.c): one layer's experts over the S slots sorted by expert, as grouped GEMMs that
+// read each expert's rows from the device (no host synchronisation).
 typedef struct cuda_moe_weights {
     cuda_experts gate_up; // (2I, D) each, rows interleaved gate/up
     cuda_experts down;    // (D, I) each
@@ -127,9 +127,21 @@ typedef struct cuda_moe_weights {
     const float *down_b;    // (E, D)
 } cuda_moe_weights;
 
+// Expert LoRA: per target a device array [E] of lora_pair (device pointers), NULL when the target is off.
+// gate and up may share A and dA (PEFT's joint gate_up adapter): the backward adds gate's dA first.
+typedef struct cuda_moe_lora {
+    const lora_pair *gate, *up, *down;
+    int R;
+    float scale;
+} cuda_moe_lora;
+
+#define CUDA_MOE_TILE_M 64 // slot rows per GEMM tile
+// Row tiles over S slots and E experts, at most: sum over experts of ceil(n_e / CUDA_MOE_TILE_M).
+int cuda_moe_max_tiles(int S, int E);
+
 typedef struct cuda_moe_acts { // kept for the backward
     int32_t *off;            // (E+1) first slot of each expert
-    int32_t *h_off;          // (E+1) host (pinned) copy of off
+    int32_t *tiles;          // (2 * cuda_moe_max_tiles(S, E)) per row tile: expert (-1: unused), first slot
     int32_t *tok;            // (S) token of each slot
     int32_t *kof;            // (S) choice k of each slot
     int32_t *slot;           // (T, K) slot of each (token, choice)
@@ -138,26 +150,19 @@ typedef struct cuda_moe_acts { // kept for the backward
     float *y;                // (S, D) expert output before the routing weight
 } cuda_moe_acts;
 
-typedef struct cuda_moe_scratch {
-    float *xs;            // (T, D) one expert's gathered inputs
-    uint16_t *xs_bf;      // (T, D)
-    float *gu;            // (T, 2I)
-    uint16_t *act_bf;     // (T, I)
-    float *dy;            // (T, D)
-    uint16_t *dy_bf;      // (T, D)
-    float *dact, *dgate, *dup; // (T, I)
-    uint16_t *dgu_bf;     // (T, 2I)
-    float *dz;            // (T, R)
-    float *dxs;           // (S, D)
-    uint16_t *wbuf;       // max(2I*D, D*I) one dequantized expert
+typedef struct cuda_moe_scratch { // backward only
+    float *dact;          // (S, I) d act, then d gate in place
+    float *dup;           // (S, I)
+    float *dz;            // (S, R)
+    float *dxs;           // (S, D) d y, then d x per slot
 } cuda_moe_scratch;
 
-// lora: host struct whose pairs hold device pointers (NULL: no LoRA).
+// lora: NULL for no LoRA on the experts.
 void cuda_moe_forward(float *out, const float *res, const float *x, const int32_t *sel, const float *w,
-                      const cuda_moe_weights *W, const model_config *c, const model_lora *lora, int layer, int T,
-                      cuda_moe_acts *a, cuda_moe_scratch *s);
+                      const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
+                      cuda_moe_acts *a);
 void cuda_moe_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                       const cuda_moe_weights *W, const model_config *c, const model_lora *lora, int layer, int T,
+                       const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
                        const cuda_moe_acts *a, cuda_moe_scratch *s);
 
 #endif

@@ -1,23 +1,20 @@
-// model/cuda/dequant.cu: MXFP4 and NF4 expert weights to bf16, one expert at a time into a reused scratch.
+// model/cuda/dequant.cu: MXFP4 and NF4 expert weights to bf16 (the per-element decoders are common.cuh's; moe.cu
+// decodes inside its GEMM tiles instead).
 // MXFP4 (model/mxfp4.c): one thread per 32-value block: 16 bytes, element 2j in the low nibble of byte j,
 //   value = LUT[code] * 2^(scale - 127); the products are exact in bf16 (2-bit mantissas).
 // NF4 (model/nf4.c, bitsandbytes): element 2k in the HIGH nibble of byte k, value = qmap[code] * absmax
 //   of its block, computed in fp32 as the CPU does, then rounded to bf16.
 #include "model/cuda/common.cuh"
 
-__constant__ float c_mxfp4_lut[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
 __global__ void mxfp4_dequant_kernel(uint16_t *out, const uint8_t *blocks, const uint8_t *scales, size_t n_blocks) {
     size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= n_blocks) return;
-    uint8_t s = scales[b];
-    float scale = s ? __uint_as_float((uint32_t)s << 23) : 0x1p-127f;
+    float scale = mxfp4_scale(scales[b]);
     uint4 raw = *reinterpret_cast<const uint4 *>(blocks + b * 16);
     const uint8_t *in = reinterpret_cast<const uint8_t *>(&raw);
     uint32_t packed[16];
     for (int j = 0; j < 16; j++) {
-        uint32_t lo = bf16_bits(c_mxfp4_lut[in[j] & 15] * scale), hi = bf16_bits(c_mxfp4_lut[in[j] >> 4] * scale);
+        uint32_t lo = bf16_bits(mxfp4_value(in[j] & 15) * scale), hi = bf16_bits(mxfp4_value(in[j] >> 4) * scale);
         packed[j] = lo | (hi << 16);
     }
     uint4 *o = reinterpret_cast<uint4 *>(out + b * 32);
@@ -36,9 +33,8 @@ __global__ void nf4_dequant_kernel(uint16_t *out, const uint8_t *packed, const f
                                    int blocksize, int64_t n) {
     int64_t k = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (k >= n) return;
-    uint8_t byte = packed[k / 2];
-    out[k] = bf16_bits(qmap[byte >> 4] * absmax[k / blocksize]);
-    if (k + 1 < n) out[k + 1] = bf16_bits(qmap[byte & 15] * absmax[(k + 1) / blocksize]);
+    out[k] = bf16_bits(nf4_value(packed, absmax, qmap, blocksize, k));
+    if (k + 1 < n) out[k + 1] = bf16_bits(nf4_value(packed, absmax, qmap, blocksize, k + 1));
 }
 
 extern "C" void cuda_nf4_dequant(uint16_t *out, const uint8_t *packed, const float *absmax, const float *qmap,
@@ -46,23 +42,4 @@ extern "C" void cuda_nf4_dequant(uint16_t *out, const uint8_t *packed, const flo
     if (n <= 0) return;
     nf4_dequant_kernel<<<cuda_blocks((size_t)(n + 1) / 2, 256), 256>>>(out, packed, absmax, qmap, blocksize, n);
     CUDA_LAUNCH_CHECK();
-}
-
-extern "C" const uint16_t *cuda_experts_weight(const cuda_experts *x, int e, uint16_t *scratch) {
-    size_t n = (size_t)x->rows * x->cols;
-    switch (x->fmt) {
-    case WF_BF16:
-        return x->bf16 + (size_t)e * n;
-    case WF_MXFP4:
-        cuda_mxfp4_dequant(scratch, x->blocks + (size_t)e * n / 2, x->scales + (size_t)e * n / 32, x->rows, x->cols);
-        return scratch;
-    case WF_NF4:
-        cuda_nf4_dequant(scratch, x->blocks + (size_t)e * x->nf4_bytes, x->absmax + (size_t)e * x->nf4_blocks,
-                         x->qmap + (size_t)e * 16, x->blocksize, (int64_t)n);
-        return scratch;
-    default:
-        break;
-    }
-    CHECK(!"unsupported expert format on the GPU");
-    return NULL;
 }

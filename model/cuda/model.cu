@@ -4,15 +4,16 @@
 // T tokens, D hidden, H heads, KVH kv heads, HD head dim, E experts, K per token, I intermediate,
 // R LoRA rank, V vocab, L layers, Q = H*HD, KV = KVH*HD.
 //
-// Precision: weights bf16 (experts 4-bit as loaded, dequantized per expert), except the norms, biases,
-// sinks and router (fp32, so expert choices match the CPU's); activations, gradients and the loss fp32
+// Precision: weights bf16 (experts 4-bit as loaded, decoded inside moe.cu's GEMM tiles), except the norms,
+// biases, sinks and router (fp32, so expert choices match the CPU's); activations, gradients and the loss fp32
 // (sums of the loss in double); dense GEMMs bf16 x bf16 with fp32 accumulation, LoRA GEMMs fp32.
 //
 // Memory: three device arenas, each allocated once: the weights (model_cuda_init), the LoRA params and
 // grads (model_cuda_lora_init) and the workspace (model_cuda_ws_init, sized from the config, R and max_T).
 // The workspace keeps every layer's input (resid, (L+1, T, D)) and one layer's activations: the backward
 // recomputes each layer from its input (the last one is still in place after the forward).
-// Host synchronisation in a step: one small copy per MoE layer forward (moe.cu) and the loss read.
+// Host synchronisation in a step: the batch upload at its start and the loss read (moe.cu keeps the expert
+// row counts on the device).
 #include "model/cuda/common.cuh"
 extern "C" {
 #include "model/cpu/ops.h"
@@ -192,6 +193,7 @@ struct model_cuda_lora {
     float *params, *grads;   // (n) device arenas, the host arenas' layout
     size_t n;
     lora_pair *experts;      // [L * 3 * E] storage of ml.layers[l].gate/up/down
+    lora_pair *d_experts;    // [L * 3 * E] the same on the device, for moe.cu's kernels
 };
 
 static float *dev_of(const float *p, const float *hp, const float *hg, size_t n, float *dp, float *dg) {
@@ -243,12 +245,15 @@ extern "C" gt_status model_cuda_lora_init(model_cuda_lora **out, const model_cud
             *dst[t] = arr;
         }
     }
+    l->d_experts = (lora_pair *)cuda_malloc((size_t)L * 3 * E * sizeof(lora_pair));
+    cuda_h2d(l->d_experts, l->experts, (size_t)L * 3 * E * sizeof(lora_pair));
     *out = l;
     return GT_OK;
 }
 
 extern "C" void model_cuda_lora_free(model_cuda_lora *l) {
     if (!l) return;
+    cuda_free(l->d_experts);
     cuda_free(l->params);
     cuda_free(l->grads);
     free(l->ml.layers);
@@ -326,16 +331,14 @@ static void ws_layout(model_cuda_ws *w, const model_config *c) {
     w->sel = TAKE(a, int32_t, S), w->rw = TAKE(a, float, S), w->rlogits = TAKE(a, float, T * E);
     cuda_moe_acts *m = &w->moe;
     m->off = TAKE(a, int32_t, E + 1), m->tok = TAKE(a, int32_t, S), m->kof = TAKE(a, int32_t, S);
+    m->tiles = TAKE(a, int32_t, 2 * (size_t)cuda_moe_max_tiles((int)S, (int)E));
     m->slot = TAKE(a, int32_t, S);
     m->gate = TAKE(a, float, S * I), m->up = TAKE(a, float, S * I), m->act = TAKE(a, float, S * I);
     m->zg = TAKE(a, float, S * R), m->zu = TAKE(a, float, S * R), m->zd = TAKE(a, float, S * R);
     m->y = TAKE(a, float, S * D);
     cuda_moe_scratch *s = &w->ms;
-    s->xs = TAKE(a, float, T * D), s->xs_bf = TAKE(a, uint16_t, T * D), s->gu = TAKE(a, float, T * 2 * I);
-    s->act_bf = TAKE(a, uint16_t, T * I), s->dy = TAKE(a, float, T * D), s->dy_bf = TAKE(a, uint16_t, T * D);
-    s->dact = TAKE(a, float, T * I), s->dgate = TAKE(a, float, T * I), s->dup = TAKE(a, float, T * I);
-    s->dgu_bf = TAKE(a, uint16_t, T * 2 * I), s->dz = TAKE(a, float, T * R), s->dxs = TAKE(a, float, S * D);
-    s->wbuf = TAKE(a, uint16_t, 2 * I * D);
+    s->dact = TAKE(a, float, S * I), s->dup = TAKE(a, float, S * I), s->dz = TAKE(a, float, S * R);
+    s->dxs = TAKE(a, float, S * D);
     w->hn = TAKE(a, float, T * D), w->rstd_f = TAKE(a, float, T), w->hn_bf = TAKE(a, uint16_t, T * D);
     w->lse = TAKE(a, double, T), w->tok_loss = TAKE(a, float, T), w->loss_sum = TAKE(a, double, 1);
     w->ce.logits = TAKE(a, float, T * CUDA_CE_CHUNK), w->ce.dl = TAKE(a, uint16_t, T * CUDA_CE_CHUNK);
@@ -361,7 +364,6 @@ extern "C" gt_status model_cuda_ws_init(model_cuda_ws **out, const model_cuda *m
         return st;
     }
     ws_layout(w, &mc->cfg);
-    w->moe.h_off = (int32_t *)cuda_host_alloc((size_t)(mc->cfg.n_experts + 1) * sizeof(int32_t));
     *out = w;
     return GT_OK;
 }
@@ -371,7 +373,6 @@ extern "C" size_t model_cuda_ws_bytes(const model_cuda_ws *ws) { return ws->aren
 extern "C" void model_cuda_ws_free(model_cuda_ws *ws) {
     if (!ws) return;
     cuda_arena_free(&ws->arena);
-    cuda_host_free(ws->moe.h_off);
     free(ws);
 }
 
@@ -434,9 +435,24 @@ static void proj_backward(model_cuda_ws *ws, float *dx, int accumulate, const fl
 
 static float *resid_at(model_cuda_ws *ws, int l, int T, int D) { return ws->resid + (size_t)l * T * D; }
 
-static void layer_forward(model_cuda_ws *ws, const model_cuda *mc, const model_lora *lora, int l, int T,
+static const model_lora *lora_of(const model_cuda_lora *l) { return l ? &l->ml : NULL; }
+
+// Layer l's expert LoRA for moe.cu (device arrays; off targets NULL).
+static cuda_moe_lora moe_lora_of(const model_cuda_lora *cl, int l, int E) {
+    cuda_moe_lora m;
+    memset(&m, 0, sizeof m);
+    if (!cl) return m;
+    const lora_layer *h = &cl->ml.layers[l];
+    const lora_pair *d = cl->d_experts + (size_t)l * 3 * E;
+    m.gate = h->gate ? d : NULL, m.up = h->up ? d + E : NULL, m.down = h->down ? d + 2 * E : NULL;
+    m.R = cl->ml.rank, m.scale = cl->ml.scale;
+    return m;
+}
+
+static void layer_forward(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *cl, int l, int T,
                           const float *x, float *out) {
     const model_config *c = &mc->cfg;
+    const model_lora *lora = lora_of(cl);
     const cuda_layer_w *W = &mc->layers[l];
     const int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, E = c->n_experts;
     cuda_rmsnorm_forward(ws->a, ws->a_bf, ws->rstd1, x, W->attn_norm, T, D, c->rms_eps);
@@ -453,16 +469,19 @@ static void layer_forward(model_cuda_ws *ws, const model_cuda *mc, const model_l
     cuda_gemm(CUDA_GEMM_F32, 0, 1, T, E, D, 1.0f, ws->mn, D, W->router_w, D, 0.0f, ws->rlogits, E);
     cuda_add_bias(ws->rlogits, W->router_b, T, E);
     cuda_router_forward(ws->sel, ws->rw, ws->rlogits, T, E, c->top_k);
-    cuda_moe_forward(out, ws->hmid, ws->mn, ws->sel, ws->rw, &W->moe, c, lora, l, T, &ws->moe, &ws->ms);
+    const cuda_moe_lora ml = moe_lora_of(cl, l, E);
+    cuda_moe_forward(out, ws->hmid, ws->mn, ws->sel, ws->rw, &W->moe, c, &ml, T, &ws->moe);
 }
 
 // dh (T, D): in, the gradient of the layer output; out, the gradient of its input x.
-static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_lora *lora, int l, int T,
+static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *cl, int l, int T,
                            const float *x) {
     const model_config *c = &mc->cfg;
+    const model_lora *lora = lora_of(cl);
     const cuda_layer_w *W = &mc->layers[l];
     const int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, E = c->n_experts;
-    cuda_moe_backward(ws->dtmp, ws->drw, ws->dh, ws->mn, ws->rw, &W->moe, c, lora, l, T, &ws->moe, &ws->ms);
+    const cuda_moe_lora ml = moe_lora_of(cl, l, E);
+    cuda_moe_backward(ws->dtmp, ws->drw, ws->dh, ws->mn, ws->rw, &W->moe, c, &ml, T, &ws->moe, &ws->ms);
     cuda_router_backward(ws->rlogits, ws->drw, ws->rw, ws->sel, T, E, c->top_k);
     cuda_gemm(CUDA_GEMM_F32, 0, 0, T, D, E, 1.0f, ws->rlogits, E, W->router_w, D, 1.0f, ws->dtmp, D);
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, ws->hmid, W->mlp_norm, ws->rstd2, T, D); // dh is now d hmid
@@ -478,7 +497,7 @@ static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_
 }
 
 // Embedding, every layer, final norm and the loss: ws->tok_loss, ws->lse; returns the loss sum (reads it).
-static double model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_lora *lora, int T) {
+static double model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora, int T) {
     const model_config *c = &mc->cfg;
     const int D = c->hidden;
     cuda_doc_bounds(ws->doc_lo, ws->doc_hi, ws->doc, T);
@@ -493,14 +512,12 @@ static double model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const mode
     return s;
 }
 
-static const model_lora *lora_of(const model_cuda_lora *l) { return l ? &l->ml : NULL; }
-
 extern "C" gt_status model_cuda_forward_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora,
                                              const model_batch *b, double *loss_sum, int64_t *n_targets,
                                              float *token_loss, gt_error *err) {
     gt_status st = batch_upload(ws, mc, lora_of(lora), b, 1, n_targets, err);
     if (st != GT_OK) return st;
-    *loss_sum = model_run_loss(ws, mc, lora_of(lora), b->T);
+    *loss_sum = model_run_loss(ws, mc, lora, b->T);
     if (token_loss) cuda_d2h(token_loss, ws->tok_loss, (size_t)b->T * sizeof(float));
     return GT_OK;
 }
@@ -513,15 +530,15 @@ extern "C" gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_
     if (st != GT_OK) return st;
     const model_config *c = &mc->cfg;
     const int T = b->T, D = c->hidden;
-    *loss_sum = model_run_loss(ws, mc, ml, T);
+    *loss_sum = model_run_loss(ws, mc, lora, T);
     cuda_ce_backward(ws->dtmp, ws->hn_bf, mc->lm_head, ws->targets, ws->lse, T, D, c->vocab, grad_scale, &ws->ce);
     cuda_memset(ws->dh, 0, (size_t)T * D * sizeof(float));
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, resid_at(ws, c->n_layers, T, D), mc->norm, ws->rstd_f, T, D);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *x = resid_at(ws, l, T, D);
         // The last layer's activations are still those of the forward; every other layer is recomputed.
-        if (l < c->n_layers - 1) layer_forward(ws, mc, ml, l, T, x, resid_at(ws, l + 1, T, D));
-        layer_backward(ws, mc, ml, l, T, x);
+        if (l < c->n_layers - 1) layer_forward(ws, mc, lora, l, T, x, resid_at(ws, l + 1, T, D));
+        layer_backward(ws, mc, lora, l, T, x);
     }
     return GT_OK;
 }

@@ -1,25 +1,33 @@
 // model/cuda/moe.cu: one layer's mixture of experts on the GPU, forward and backward (the math and the
 // order of sums are model/cpu/moe.c's). Slots are the (token, choice) pairs sorted by expert, tokens
-// ascending within an expert; each expert runs as dense GEMMs on its contiguous rows:
-//   gather x rows -> [dequantize W_gu[e] into the scratch] -> gu = x W_gu^T + b -> gate, up (+ LoRA)
-//   -> act = swiglu -> [dequantize W_down[e]] -> y = act W_down^T + b (+ LoRA)
-// and each token sums w * y over its slots in increasing expert order. The 4-bit experts stay 4-bit in
-// memory; one bf16 scratch of one expert's matrix is reused by every expert and layer.
+// ascending within an expert; all experts run together as grouped GEMMs over the slot rows:
+//   gu = x[tok] W_gu[e]^T + b -> gate, up (+ LoRA) -> act = swiglu -> y = act W_down[e]^T + b (+ LoRA)
+// and each token sums w * y over its slots in increasing expert order.
 //
-// The host needs each expert's row count to size its GEMMs: the plan kernel sorts on the device and the
-// E+1 offsets come back in one small synchronising copy per forward call (the backward reuses them).
-// This is the one host synchronisation inside a layer; removing it needs grouped GEMMs that read their
-// sizes on the device (part 2).
+// No host synchronisation: the plan kernel sorts the slots on the device and writes the expert offsets
+// and a tile map (row tile -> expert, first row), and every later kernel reads its expert and row range
+// from those. Grids are sized from host-known bounds: S = T*K rows, at most cuda_moe_max_tiles(S, E) row
+// tiles of CUDA_MOE_TILE_M rows (unused tiles are marked -1 and exit).
+//
+// Base GEMMs (moe_gemm_kernel): bf16 tensor cores (wmma 16x16x16, fp32 accumulate), 64x128 output tiles,
+// 32-deep k steps. The A tile is read from fp32 activations (optionally gathered through tok, optionally
+// two interleaved arrays) and rounded to bf16 as it is staged (the same rounding as a bf16 copy); the B
+// tile is the expert weight decoded inside the tile from its storage (MXFP4, NF4 or bf16), so the 4-bit
+// experts are never expanded in memory. LoRA on the experts (fp32, exact): row kernels for z = x A^T,
+// y += s z B^T, dz = s dy B, dx += dz A, and weight gradients reduced per expert by one thread per
+// element looping over the expert's rows in order (deterministic, no atomics).
+#include <mma.h>
+
 #include "model/cuda/common.cuh"
-extern "C" {
-#include "model/cpu/ops.h"
-}
+
+using namespace nvcuda;
 
 // One block of max(E, 32) threads (E <= 1024): thread e counts, then places, its expert's slots in token
 // order. sel is staged through shared memory a tile at a time (every thread scans every entry).
 #define PLAN_TILE 4096
-__global__ void moe_plan_kernel(int32_t *off, int32_t *tok, int32_t *kof, int32_t *slot, const int32_t *sel, int T,
-                                int E, int K) {
+// Thread 0 also writes the tile map: tiles[2i] = expert (-1 past the last tile), tiles[2i+1] = first row.
+__global__ void moe_plan_kernel(int32_t *off, int32_t *tok, int32_t *kof, int32_t *slot, int32_t *tiles,
+                                int max_tiles, const int32_t *sel, int T, int E, int K) {
     __shared__ int32_t cnt[1025], tile[PLAN_TILE];
     const int e = threadIdx.x, S = T * K;
     int c = 0;
@@ -36,6 +44,10 @@ __global__ void moe_plan_kernel(int32_t *off, int32_t *tok, int32_t *kof, int32_
         cnt[0] = 0;
         for (int i = 0; i < E; i++) cnt[i + 1] += cnt[i];
         for (int i = 0; i <= E; i++) off[i] = cnt[i];
+        int n = 0;
+        for (int x = 0; x < E; x++)
+            for (int r = cnt[x]; r < cnt[x + 1]; r += CUDA_MOE_TILE_M, n++) tiles[2 * n] = x, tiles[2 * n + 1] = r;
+        for (; n < max_tiles; n++) tiles[2 * n] = -1, tiles[2 * n + 1] = 0;
     }
     __syncthreads();
     int p = e < E ? cnt[e] : 0;
@@ -54,17 +66,201 @@ __global__ void moe_plan_kernel(int32_t *off, int32_t *tok, int32_t *kof, int32_
     }
 }
 
-// xs (n, D) = x[tok[i]] rows, fp32 and (if xs_bf) bf16.
-__global__ void moe_gather_kernel(float *xs, uint16_t *xs_bf, const float *x, const int32_t *tok, int n, int D) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)n * D) return;
-    float v = x[(size_t)tok[i / D] * D + i % D];
-    xs[i] = v;
-    if (xs_bf) xs_bf[i] = bf16_bits(v);
+// Expert of slot r: the e with off[e] <= r < off[e+1] (binary search; empty experts are skipped).
+static __device__ __forceinline__ int slot_expert(const int32_t *off, int E, int r) {
+    int lo = 0, hi = E;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (off[mid] <= r) lo = mid;
+        else hi = mid;
+    }
+    return lo;
 }
 
-static void moe_gather(float *xs, uint16_t *xs_bf, const float *x, const int32_t *tok, int n, int D) {
-    moe_gather_kernel<<<cuda_blocks((size_t)n * D, 256), 256>>>(xs, xs_bf, x, tok, n, D);
+// Expert e's weight row r, columns c0 .. c0+15 (c0 a multiple of 16), as floats; zeros outside the matrix.
+static __device__ __forceinline__ void expert_row16(const cuda_experts &w, int e, int r, int c0, float *v) {
+    const int64_t n = (int64_t)w.rows * w.cols, i0 = (int64_t)r * w.cols + c0;
+    if (w.fmt == WF_MXFP4 && r < w.rows && c0 + 16 <= w.cols) { // cols % 32 == 0: half of one 32-value block
+        uint2 raw = *reinterpret_cast<const uint2 *>(w.blocks + (e * n + i0) / 2);
+        const uint8_t *in = reinterpret_cast<const uint8_t *>(&raw);
+        const float scale = mxfp4_scale(w.scales[(e * n + i0) / 32]);
+        for (int j = 0; j < 8; j++)
+            v[2 * j] = mxfp4_value(in[j] & 15) * scale, v[2 * j + 1] = mxfp4_value(in[j] >> 4) * scale;
+        return;
+    }
+    for (int j = 0; j < 16; j++) {
+        float x = 0.0f;
+        if (r < w.rows && c0 + j < w.cols) {
+            int64_t i = i0 + j;
+            if (w.fmt == WF_NF4)
+                x = bf16_float(bf16_bits(nf4_value(w.blocks + e * w.nf4_bytes, w.absmax + e * w.nf4_blocks,
+                                                   w.qmap + e * 16, w.blocksize, i)));
+            else if (w.fmt == WF_BF16) x = bf16_float(w.bf16[e * n + i]);
+        }
+        v[j] = x;
+    }
+}
+
+// C rows of one expert = A rows (Kd) times op(W_e): wt 1: C = A W_e^T (W_e (N, Kd)); wt 0: C = A W_e
+// (W_e (Kd, N)). A element (r, k): a0[row * lda + k], row = arow ? arow[r] : r; or, when a1, the
+// interleaving of a0 (even k) and a1 (odd k) at column k/2. C: c0[r * ldc + n] = acc + bias[e * N + n];
+// or, when c1, even n into c0 and odd n into c1 at column n/2.
+typedef struct moe_gemm_args {
+    const float *a0, *a1;
+    const int32_t *arow;
+    int lda;
+    cuda_experts w;
+    int wt;
+    float *c0, *c1;
+    int ldc;
+    const float *bias;
+    int N, Kd;
+    const int32_t *tiles, *off;
+} moe_gemm_args;
+
+#define GM CUDA_MOE_TILE_M
+#define GN 128 // wide, so that each fp32 A row is read N/GN times
+#define GK 32
+#define GKP (GK + 8) // smem row pitch (bf16): a multiple of 8 as wmma asks, off the bank stride
+#define GCP (GN + 4) // fp32 output tile pitch
+#define GTHREADS 256
+
+// grid (max_tiles, ceil(N / GN)), 256 threads: 8 warps, each a 32x32 part of the 64x128 tile.
+__global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
+    const int e = g.tiles[2 * blockIdx.x];
+    if (e < 0) return;
+    const int r0 = g.tiles[2 * blockIdx.x + 1], r1 = min(r0 + GM, g.off[e + 1]), n0 = blockIdx.y * GN;
+    // As (m, k) and Bs (n, k) bf16 in the k loop; the fp32 output tile Cs (m, n) reuses the bytes after it.
+    __shared__ __align__(32) unsigned char smem[GM * GCP * sizeof(float)];
+    static_assert((GM + GN) * GKP * 2 <= GM * GCP * sizeof(float), "Cs covers As and Bs");
+    __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem), *Bs = As + GM * GKP;
+    float *Cs = reinterpret_cast<float *>(smem);
+    const int tid = threadIdx.x, warp = tid / WARP, wm = (warp / 4) * 32, wn = (warp % 4) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int k0 = 0; k0 < g.Kd; k0 += GK) {
+        const int kk = tid % GK, k = k0 + kk;
+        for (int m = tid / GK; m < GM; m += GTHREADS / GK) {
+            const int r = r0 + m;
+            float v = 0.0f;
+            if (r < r1 && k < g.Kd) {
+                const size_t row = g.arow ? (size_t)g.arow[r] : (size_t)r;
+                v = g.a1 ? (k & 1 ? g.a1 : g.a0)[row * g.lda + k / 2] : g.a0[row * g.lda + k];
+            }
+            As[m * GKP + kk] = __float2bfloat16_rn(v);
+        }
+        // B: 128 segments of 16 weights, two threads per 32-value run.
+        float v[16];
+        const int seg = tid / 2, half = 16 * (tid % 2);
+        if (g.wt) { // Bs row seg = W_e row n0 + seg, columns k0 + half ..
+            expert_row16(g.w, e, n0 + seg, k0 + half, v);
+            uint32_t packed[8];
+            for (int q = 0; q < 8; q++) packed[q] = bf16_bits(v[2 * q]) | (uint32_t)bf16_bits(v[2 * q + 1]) << 16;
+            uint4 *dst = reinterpret_cast<uint4 *>(Bs + seg * GKP + half);
+            dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+            dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+        } else { // W_e row k0 + kr, columns n0 + nc .. into Bs column kr
+            const int kr = seg / 4, nc = 32 * (seg % 4) + half;
+            expert_row16(g.w, e, k0 + kr, n0 + nc, v);
+            for (int j = 0; j < 16; j++) Bs[(nc + j) * GKP + kr] = __float2bfloat16_rn(v[j]);
+        }
+        __syncthreads();
+        for (int ks = 0; ks < GK; ks += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb[2];
+            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * GKP + ks, GKP);
+            for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn + 16 * j) * GKP + ks, GKP);
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            wmma::store_matrix_sync(Cs + (wm + 16 * i) * GCP + wn + 16 * j, acc[i][j], GCP, wmma::mem_row_major);
+    __syncthreads();
+    for (int idx = tid; idx < GM * GN; idx += GTHREADS) {
+        const int m = idx / GN, nn = idx % GN, r = r0 + m, n = n0 + nn;
+        if (r >= r1 || n >= g.N) continue;
+        const float v = Cs[m * GCP + nn] + (g.bias ? g.bias[(size_t)e * g.N + n] : 0.0f);
+        if (g.c1) (n & 1 ? g.c1 : g.c0)[(size_t)r * g.ldc + n / 2] = v;
+        else g.c0[(size_t)r * g.ldc + n] = v;
+    }
+}
+
+static void moe_gemm(const moe_gemm_args &g, int S, int E) {
+    dim3 grid(cuda_moe_max_tiles(S, E), cuda_blocks(g.N, GN));
+    moe_gemm_kernel<<<grid, GTHREADS>>>(g);
+    CUDA_LAUNCH_CHECK();
+}
+
+// LoRA rows. P_e is pairs[e].B when useB, else pairs[e].A; its element (j, k) at p[j * pj + k * pk].
+// z (S, R): z[r, j] = alpha * sum_k x[row(r), k] P_e(j, k) over k < in; block per row, warp per j.
+__global__ void moe_lora_dot_kernel(float *z, const float *x, int ldx, const int32_t *xrow, const lora_pair *pairs,
+                                    int useB, int pj, int pk, const int32_t *off, int E, int R, int in, float alpha) {
+    const int r = blockIdx.x, lane = threadIdx.x % WARP, e = slot_expert(off, E, r);
+    const float *p = useB ? pairs[e].B : pairs[e].A;
+    const float *xr = x + (size_t)(xrow ? xrow[r] : r) * ldx;
+    for (int j = threadIdx.x / WARP; j < R; j += blockDim.x / WARP) {
+        float s = 0.0f;
+        for (int k = lane; k < in; k += WARP) s += xr[k] * p[(size_t)j * pj + (size_t)k * pk];
+        s = warp_sum(s);
+        if (lane == 0) z[(size_t)r * R + j] = alpha * s;
+    }
+}
+
+// y[r, n] += alpha * sum_j z[r, j] P_e(n, j) over n < out; grid (S, ceil(out / 256)).
+__global__ void moe_lora_out_kernel(float *y, int ldy, const float *z, const lora_pair *pairs, int useB, int pn,
+                                    int pj, const int32_t *off, int E, int R, int out, float alpha) {
+    const int r = blockIdx.x, n = blockIdx.y * blockDim.x + threadIdx.x;
+    if (n >= out) return;
+    const int e = slot_expert(off, E, r);
+    const float *p = useB ? pairs[e].B : pairs[e].A;
+    float s = 0.0f;
+    for (int j = 0; j < R; j++) s += z[(size_t)r * R + j] * p[(size_t)n * pn + (size_t)j * pj];
+    y[(size_t)r * ldy + n] += alpha * s;
+}
+
+// G_e[i, j] += alpha * sum over expert e's rows r, in order, of u[urow(r), i] v[vrow(r), j]; G_e is
+// pairs[e].dB when useB, else pairs[e].dA, (nu, nv) row-major. grid (ceil(nu*nv / 256), E).
+__global__ void moe_lora_grad_kernel(const lora_pair *pairs, int useB, const float *u, int ldu, const int32_t *urow,
+                                     const float *v, int ldv, const int32_t *vrow, const int32_t *off, int nu, int nv,
+                                     float alpha) {
+    const int e = blockIdx.y;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int r0 = off[e], r1 = off[e + 1];
+    if (idx >= (size_t)nu * nv || r0 == r1) return;
+    const size_t i = idx / nv, j = idx % nv;
+    float s = 0.0f;
+    for (int r = r0; r < r1; r++)
+        s += u[(size_t)(urow ? urow[r] : r) * ldu + i] * v[(size_t)(vrow ? vrow[r] : r) * ldv + j];
+    float *G = useB ? pairs[e].dB : pairs[e].dA;
+    G[idx] += alpha * s;
+}
+
+// The funnel's forward on the expert rows (model/cuda/lora.cu's math): z = x A^T; y += scale z B^T.
+static void moe_lora_forward(float *y, float *z, const float *x, const int32_t *xrow, const lora_pair *pairs,
+                             const int32_t *off, int S, int E, int in, int out, int R, float scale) {
+    moe_lora_dot_kernel<<<S, 256>>>(z, x, in, xrow, pairs, 0, in, 1, off, E, R, in, 1.0f);
+    CUDA_LAUNCH_CHECK();
+    moe_lora_out_kernel<<<dim3(S, cuda_blocks(out, 256)), 256>>>(y, out, z, pairs, 1, R, 1, off, E, R, out, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+// The funnel's backward: dB += scale dy^T z; dz = scale dy B; dA += dz^T x; dx += dz A.
+static void moe_lora_backward(float *dx, float *dz, const float *dy, const float *x, const int32_t *xrow,
+                              const float *z, const lora_pair *pairs, const int32_t *off, int S, int E, int in,
+                              int out, int R, float scale) {
+    moe_lora_grad_kernel<<<dim3(cuda_blocks((size_t)out * R, 256), E), 256>>>(pairs, 1, dy, out, NULL, z, R, NULL,
+                                                                              off, out, R, scale);
+    CUDA_LAUNCH_CHECK();
+    moe_lora_dot_kernel<<<S, 256>>>(dz, dy, out, NULL, pairs, 1, 1, R, off, E, R, out, scale);
+    CUDA_LAUNCH_CHECK();
+    moe_lora_grad_kernel<<<dim3(cuda_blocks((size_t)R * in, 256), E), 256>>>(pairs, 0, dz, R, NULL, x, in, xrow, off,
+                                                                             R, in, 1.0f);
+    CUDA_LAUNCH_CHECK();
+    moe_lora_out_kernel<<<dim3(S, cuda_blocks(in, 256)), 256>>>(dx, in, dz, pairs, 0, 1, in, off, E, R, in, 1.0f);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -95,37 +291,37 @@ __global__ void moe_combine_kernel(float *out, const float *res, const float *y,
     out[i] = res[i] + o;
 }
 
+extern "C" int cuda_moe_max_tiles(int S, int E) { return (S + E * (CUDA_MOE_TILE_M - 1)) / CUDA_MOE_TILE_M; }
+
+static moe_gemm_args gemm_args(const cuda_moe_acts *a, const cuda_experts *w, int wt, int N, int Kd) {
+    moe_gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.w = *w, g.wt = wt, g.N = N, g.Kd = Kd, g.tiles = a->tiles, g.off = a->off;
+    return g;
+}
+
 extern "C" void cuda_moe_forward(float *out, const float *res, const float *x, const int32_t *sel, const float *w,
-                                 const cuda_moe_weights *W, const model_config *c, const model_lora *lora, int layer,
-                                 int T, cuda_moe_acts *a, cuda_moe_scratch *s) {
-    const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, R = lora ? lora->rank : 0;
-    const float scale = lora ? lora->scale : 0.0f;
+                                 const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
+                                 cuda_moe_acts *a) {
+    const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, S = T * K;
     CHECK(E <= 1024 && K <= MOE_MAXK);
     if (!T) return;
-    moe_plan_kernel<<<1, E < 32 ? 32 : E>>>(a->off, a->tok, a->kof, a->slot, sel, T, E, K);
+    moe_plan_kernel<<<1, E < 32 ? 32 : E>>>(a->off, a->tok, a->kof, a->slot, a->tiles, cuda_moe_max_tiles(S, E), sel,
+                                            T, E, K);
     CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cudaMemcpyAsync(a->h_off, a->off, (size_t)(E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, 0));
-    CUDA_CHECK(cudaStreamSynchronize(0));
-    for (int e = 0; e < E; e++) {
-        int p0 = a->h_off[e], n = a->h_off[e + 1] - p0;
-        if (n == 0) continue;
-        moe_gather(s->xs, s->xs_bf, x, a->tok + p0, n, D);
-        const uint16_t *wgu = cuda_experts_weight(&W->gate_up, e, s->wbuf);
-        cuda_gemm(CUDA_GEMM_BF16, 0, 1, n, 2 * I, D, 1.0f, s->xs_bf, D, wgu, D, 0.0f, s->gu, 2 * I);
-        cuda_add_bias(s->gu, W->gate_up_b + (size_t)e * 2 * I, n, 2 * I);
-        float *gate = a->gate + (size_t)p0 * I, *up = a->up + (size_t)p0 * I, *act = a->act + (size_t)p0 * I;
-        cuda_deinterleave(gate, up, s->gu, (size_t)n * I);
-        const lora_pair *pg = cpu_lora_pick(lora, layer, LT_GATE, e), *pu = cpu_lora_pick(lora, layer, LT_UP, e),
-                        *pd = cpu_lora_pick(lora, layer, LT_DOWN, e);
-        if (pg) cuda_lora_forward(gate, a->zg + (size_t)p0 * R, s->xs, pg, n, D, I, R, scale);
-        if (pu) cuda_lora_forward(up, a->zu + (size_t)p0 * R, s->xs, pu, n, D, I, R, scale);
-        cuda_swiglu_forward(act, s->act_bf, gate, up, (size_t)n * I, c->swiglu_limit, c->swiglu_alpha);
-        float *y = a->y + (size_t)p0 * D;
-        const uint16_t *wd = cuda_experts_weight(&W->down, e, s->wbuf);
-        cuda_gemm(CUDA_GEMM_BF16, 0, 1, n, D, I, 1.0f, s->act_bf, I, wd, I, 0.0f, y, D);
-        cuda_add_bias(y, W->down_b + (size_t)e * D, n, D);
-        if (pd) cuda_lora_forward(y, a->zd + (size_t)p0 * R, act, pd, n, I, D, R, scale);
-    }
+    moe_gemm_args g = gemm_args(a, &W->gate_up, 1, 2 * I, D); // gate, up (S, I) = x[tok] W_gu^T + b
+    g.a0 = x, g.arow = a->tok, g.lda = D, g.c0 = a->gate, g.c1 = a->up, g.ldc = I, g.bias = W->gate_up_b;
+    moe_gemm(g, S, E);
+    if (lora && lora->gate)
+        moe_lora_forward(a->gate, a->zg, x, a->tok, lora->gate, a->off, S, E, D, I, lora->R, lora->scale);
+    if (lora && lora->up)
+        moe_lora_forward(a->up, a->zu, x, a->tok, lora->up, a->off, S, E, D, I, lora->R, lora->scale);
+    cuda_swiglu_forward(a->act, NULL, a->gate, a->up, (size_t)S * I, c->swiglu_limit, c->swiglu_alpha);
+    g = gemm_args(a, &W->down, 1, D, I); // y (S, D) = act W_down^T + b
+    g.a0 = a->act, g.lda = I, g.c0 = a->y, g.ldc = D, g.bias = W->down_b;
+    moe_gemm(g, S, E);
+    if (lora && lora->down)
+        moe_lora_forward(a->y, a->zd, a->act, NULL, lora->down, a->off, S, E, I, D, lora->R, lora->scale);
     moe_combine_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(out, res, a->y, w, a->slot, a->kof, T, D, K);
     CUDA_LAUNCH_CHECK();
 }
@@ -142,8 +338,8 @@ __global__ void moe_dw_kernel(float *dw, const float *dout, const float *y, cons
     if (lane == 0) dw[tk] = s;
 }
 
-// dy (n, D) = w_tk * dout_t for the expert's slots p0 .. p0+n, fp32 and bf16.
-__global__ void moe_dy_kernel(float *dy, uint16_t *dy_bf, const float *dout, const float *w, const int32_t *tok,
+// dy (S, D) = w_tk * dout_t for every slot.
+__global__ void moe_dy_kernel(float *dy, const float *dout, const float *w, const int32_t *tok,
                               const int32_t *kof, int n, int D, int K) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)n * D) return;
@@ -151,7 +347,6 @@ __global__ void moe_dy_kernel(float *dy, uint16_t *dy_bf, const float *dout, con
     int t = tok[r];
     float v = w[(size_t)t * K + kof[r]] * dout[(size_t)t * D + j];
     dy[i] = v;
-    dy_bf[i] = bf16_bits(v);
 }
 
 // dx (T, D) = sum over the token's slots (increasing) of dxs[slot].
@@ -167,34 +362,30 @@ __global__ void moe_dx_kernel(float *dx, const float *dxs, const int32_t *slot, 
 }
 
 extern "C" void cuda_moe_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                                  const cuda_moe_weights *W, const model_config *c, const model_lora *lora, int layer,
-                                  int T, const cuda_moe_acts *a, cuda_moe_scratch *s) {
-    const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, R = lora ? lora->rank : 0;
-    const float scale = lora ? lora->scale : 0.0f;
+                                  const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
+                                  const cuda_moe_acts *a, cuda_moe_scratch *s) {
+    const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, S = T * K;
     if (!T) return;
     moe_dw_kernel<<<cuda_blocks((size_t)T * K, 8), 8 * WARP>>>(dw, dout, a->y, a->slot, T, D, K);
     CUDA_LAUNCH_CHECK();
-    for (int e = 0; e < E; e++) {
-        int p0 = a->h_off[e], n = a->h_off[e + 1] - p0;
-        if (n == 0) continue;
-        moe_dy_kernel<<<cuda_blocks((size_t)n * D, 256), 256>>>(s->dy, s->dy_bf, dout, w, a->tok + p0, a->kof + p0, n,
-                                                               D, K);
-        CUDA_LAUNCH_CHECK();
-        const float *gate = a->gate + (size_t)p0 * I, *up = a->up + (size_t)p0 * I, *act = a->act + (size_t)p0 * I;
-        const lora_pair *pg = cpu_lora_pick(lora, layer, LT_GATE, e), *pu = cpu_lora_pick(lora, layer, LT_UP, e),
-                        *pd = cpu_lora_pick(lora, layer, LT_DOWN, e);
-        const uint16_t *wd = cuda_experts_weight(&W->down, e, s->wbuf);
-        cuda_gemm(CUDA_GEMM_BF16, 0, 0, n, I, D, 1.0f, s->dy_bf, D, wd, I, 0.0f, s->dact, I);
-        if (pd) cuda_lora_backward(s->dact, s->dz, s->dy, act, a->zd + (size_t)p0 * R, pd, n, I, D, R, scale);
-        cuda_swiglu_backward(s->dgate, s->dup, s->dact, gate, up, (size_t)n * I, c->swiglu_limit, c->swiglu_alpha);
-        cuda_interleave_bf16(s->dgu_bf, s->dgate, s->dup, (size_t)n * I);
-        float *dxs = s->dxs + (size_t)p0 * D;
-        const uint16_t *wgu = cuda_experts_weight(&W->gate_up, e, s->wbuf);
-        cuda_gemm(CUDA_GEMM_BF16, 0, 0, n, D, 2 * I, 1.0f, s->dgu_bf, 2 * I, wgu, D, 0.0f, dxs, D);
-        if (pg || pu) moe_gather(s->xs, NULL, x, a->tok + p0, n, D);
-        if (pg) cuda_lora_backward(dxs, s->dz, s->dgate, s->xs, a->zg + (size_t)p0 * R, pg, n, D, I, R, scale);
-        if (pu) cuda_lora_backward(dxs, s->dz, s->dup, s->xs, a->zu + (size_t)p0 * R, pu, n, D, I, R, scale);
-    }
+    float *dy = s->dxs; // dy is dead before dxs is written
+    moe_dy_kernel<<<cuda_blocks((size_t)S * D, 256), 256>>>(dy, dout, w, a->tok, a->kof, S, D, K);
+    CUDA_LAUNCH_CHECK();
+    moe_gemm_args g = gemm_args(a, &W->down, 0, I, D); // dact (S, I) = dy W_down
+    g.a0 = dy, g.lda = D, g.c0 = s->dact, g.ldc = I;
+    moe_gemm(g, S, E);
+    if (lora && lora->down)
+        moe_lora_backward(s->dact, s->dz, dy, a->act, NULL, a->zd, lora->down, a->off, S, E, I, D, lora->R,
+                          lora->scale);
+    float *dgate = s->dact; // in place: the SwiGLU backward reads dact[i] before it writes dgate[i]
+    cuda_swiglu_backward(dgate, s->dup, s->dact, a->gate, a->up, (size_t)S * I, c->swiglu_limit, c->swiglu_alpha);
+    g = gemm_args(a, &W->gate_up, 0, D, 2 * I); // dxs (S, D) = interleave(dgate, dup) W_gu
+    g.a0 = dgate, g.a1 = s->dup, g.lda = I, g.c0 = s->dxs, g.ldc = D;
+    moe_gemm(g, S, E);
+    if (lora && lora->gate)
+        moe_lora_backward(s->dxs, s->dz, dgate, x, a->tok, a->zg, lora->gate, a->off, S, E, D, I, lora->R, lora->scale);
+    if (lora && lora->up)
+        moe_lora_backward(s->dxs, s->dz, s->dup, x, a->tok, a->zu, lora->up, a->off, S, E, D, I, lora->R, lora->scale);
     moe_dx_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(dx, s->dxs, a->slot, T, D, K);
     CUDA_LAUNCH_CHECK();
 }

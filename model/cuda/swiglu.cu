@@ -28,9 +28,9 @@ __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dact, c
     if (i >= n) return;
     float g = gate[i] > limit ? limit : gate[i];
     float u = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
-    float sig = sigmoid_f(g * alpha);
-    dgate[i] = gate[i] < limit ? dact[i] * (u + 1.0f) * sig * (1.0f + alpha * g * (1.0f - sig)) : 0.0f;
-    dup[i] = up[i] > -limit && up[i] < limit ? dact[i] * g * sig : 0.0f;
+    float sig = sigmoid_f(g * alpha), d = dact[i]; // read before the writes: dgate may alias dact
+    dgate[i] = gate[i] < limit ? d * (u + 1.0f) * sig * (1.0f + alpha * g * (1.0f - sig)) : 0.0f;
+    dup[i] = up[i] > -limit && up[i] < limit ? d * g * sig : 0.0f;
 }
 
 extern "C" void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up,
