@@ -29,6 +29,8 @@ size_t cuda_mem_sample(void);
 void *cuda_malloc(size_t bytes);
 void cuda_free(void *p);
 void cuda_h2d(void *dst, const void *src, size_t bytes);
+// Asynchronous upload; src must be pinned (cuda_host_alloc) and stay unchanged until the device has read it.
+void cuda_h2d_async(void *dst, const void *src, size_t bytes);
 void cuda_d2h(void *dst, const void *src, size_t bytes);
 void cuda_memset(void *dst, int byte, size_t bytes);   // asynchronous
 void cuda_fill_f32(float *dst, float value, size_t n); // asynchronous; tests poison outputs with NaN

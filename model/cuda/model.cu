@@ -12,8 +12,9 @@
 // grads (model_cuda_lora_init) and the workspace (model_cuda_ws_init, sized from the config, R and max_T).
 // The workspace keeps every layer's input (resid, (L+1, T, D)) and one layer's activations: the backward
 // recomputes each layer from its input (the last one is still in place after the forward).
-// Host synchronisation in a step: the batch upload at its start and the loss read (moe.cu keeps the expert
-// row counts on the device).
+// Host synchronisation in a step: only the loss read at its end. The batch goes up asynchronously from a
+// pinned staging buffer (reused by the next call: every call ends with that read, so the copy is done), and
+// moe.cu keeps the expert row counts on the device.
 #include "model/cuda/common.cuh"
 extern "C" {
 #include "model/cpu/ops.h"
@@ -278,6 +279,7 @@ struct model_cuda_ws {
     int max_T, R, L;
     cuda_arena arena;
     int32_t *ids, *pos, *doc, *targets, *doc_lo, *doc_hi; // (T)
+    int32_t *stage;           // pinned host (4, max_T): ids, pos, doc, targets on their way up
     float *cos_t, *sin_t;     // (T, HD/2)
     float *resid;             // (L+1, T, D)
     // one layer's activations
@@ -364,6 +366,7 @@ extern "C" gt_status model_cuda_ws_init(model_cuda_ws **out, const model_cuda *m
         return st;
     }
     ws_layout(w, &mc->cfg);
+    w->stage = (int32_t *)cuda_host_alloc((size_t)4 * max_T * sizeof(int32_t));
     *out = w;
     return GT_OK;
 }
@@ -373,6 +376,7 @@ extern "C" size_t model_cuda_ws_bytes(const model_cuda_ws *ws) { return ws->aren
 extern "C" void model_cuda_ws_free(model_cuda_ws *ws) {
     if (!ws) return;
     cuda_arena_free(&ws->arena);
+    cuda_host_free(ws->stage);
     free(ws);
 }
 
@@ -404,11 +408,17 @@ static gt_status batch_upload(model_cuda_ws *ws, const model_cuda *mc, const mod
     }
     *n_targets = n;
     const size_t bytes = (size_t)b->T * sizeof(int32_t);
-    cuda_h2d(ws->ids, b->ids, bytes);
-    cuda_h2d(ws->pos, b->pos, bytes);
-    cuda_h2d(ws->doc, b->doc, bytes);
-    if (b->targets) cuda_h2d(ws->targets, b->targets, bytes);
-    else cuda_memset(ws->targets, 0xff, bytes); // -1
+    int32_t *const dst[4] = {ws->ids, ws->pos, ws->doc, ws->targets};
+    const int32_t *const src[4] = {b->ids, b->pos, b->doc, b->targets};
+    for (int i = 0; i < 4; i++) {
+        int32_t *st = ws->stage + (size_t)i * ws->max_T;
+        if (!src[i]) { // no targets: -1
+            cuda_memset(dst[i], 0xff, bytes);
+            continue;
+        }
+        memcpy(st, src[i], bytes);
+        cuda_h2d_async(dst[i], st, bytes);
+    }
     return GT_OK;
 }
 
@@ -497,7 +507,9 @@ static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_
 }
 
 // Embedding, every layer, final norm and the loss: ws->tok_loss, ws->lse; returns the loss sum (reads it).
-static double model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora, int T) {
+// Queues the forward and the loss; the sum lands in ws->loss_sum (read with loss_read once all the step's
+// work is queued).
+static void model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora, int T) {
     const model_config *c = &mc->cfg;
     const int D = c->hidden;
     cuda_doc_bounds(ws->doc_lo, ws->doc_hi, ws->doc, T);
@@ -507,6 +519,10 @@ static double model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const mode
     cuda_rmsnorm_forward(ws->hn, ws->hn_bf, ws->rstd_f, resid_at(ws, c->n_layers, T, D), mc->norm, T, D, c->rms_eps);
     cuda_ce_forward(ws->lse, ws->tok_loss, ws->hn_bf, mc->lm_head, ws->targets, T, D, c->vocab, &ws->ce);
     cuda_loss_sum(ws->loss_sum, ws->tok_loss, ws->targets, T);
+}
+
+// The step's one host synchronisation: the loss for the log.
+static double loss_read(const model_cuda_ws *ws) {
     double s = 0.0;
     cuda_d2h(&s, ws->loss_sum, sizeof s);
     return s;
@@ -517,7 +533,8 @@ extern "C" gt_status model_cuda_forward_loss(model_cuda_ws *ws, const model_cuda
                                              float *token_loss, gt_error *err) {
     gt_status st = batch_upload(ws, mc, lora_of(lora), b, 1, n_targets, err);
     if (st != GT_OK) return st;
-    *loss_sum = model_run_loss(ws, mc, lora, b->T);
+    model_run_loss(ws, mc, lora, b->T);
+    *loss_sum = loss_read(ws);
     if (token_loss) cuda_d2h(token_loss, ws->tok_loss, (size_t)b->T * sizeof(float));
     return GT_OK;
 }
@@ -530,7 +547,7 @@ extern "C" gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_
     if (st != GT_OK) return st;
     const model_config *c = &mc->cfg;
     const int T = b->T, D = c->hidden;
-    *loss_sum = model_run_loss(ws, mc, lora, T);
+    model_run_loss(ws, mc, lora, T);
     cuda_ce_backward(ws->dtmp, ws->hn_bf, mc->lm_head, ws->targets, ws->lse, T, D, c->vocab, grad_scale, &ws->ce);
     cuda_memset(ws->dh, 0, (size_t)T * D * sizeof(float));
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, resid_at(ws, c->n_layers, T, D), mc->norm, ws->rstd_f, T, D);
@@ -540,5 +557,6 @@ extern "C" gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_
         if (l < c->n_layers - 1) layer_forward(ws, mc, lora, l, T, x, resid_at(ws, l + 1, T, D));
         layer_backward(ws, mc, lora, l, T, x);
     }
+    *loss_sum = loss_read(ws); // after the backward is queued: the device never waits for the host
     return GT_OK;
 }
