@@ -210,6 +210,7 @@ static void test_attention(void) {
     test_attention_case(77, 4, 2, 64, 5, 3);   // window shorter than a document, 3 documents
     test_attention_case(45, 8, 1, 8, 0, 2);    // HD 8 (< a warp), 8 query heads on 1 kv head
     test_attention_case(70, 6, 3, 128, 0, 1);  // HD 128 (4 dims per lane), 70 keys: partial key groups
+    test_attention_case(300, 8, 2, 64, 37, 3); // GQA 4: 32-row blocks span 8 queries, windows cross tiles
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,22 +1,34 @@
 // model/cuda/attention.cu: GQA attention with sinks, causal sliding window and packed documents, forward
 // and backward, flash-style (model/cpu/attention.c has the math). No (T, T) matrix exists anywhere.
 //
-// Forward: one warp per (query t, head h). Keys go 32 at a time, one per lane: the lane computes its
-// score s_j = q.k_j * HD^-0.5 in full, the warp takes the group max and rescales its running sum l and
-// output accumulator acc (the lane owns dims lane, lane+32, ...) by exp(m_old - m_new), then adds
-// p_j v_j with p_j broadcast by shuffles. m starts at the sink logit, so the final
+// Layout of the work: the (query t, head h) pairs of one KV head g are numbered p = t * group + hh
+// (h = g * group + hh, group = H / KVH), query-major as the CPU walks them. A block owns ATT_ROWS
+// consecutive rows (pairs p for the forward and dq, keys j for dk/dv) of one g; a row is served by ATT_L
+// threads (a "quad"), each owning the float4 chunks c = sub + ATT_L * i of the head dim (dims 4c..4c+3,
+// zero past HD), so a dot product is a partial sum per thread plus two xor shuffles. The other side
+// (keys for the forward and dq, (query, head) items for dk/dv) goes through shared memory in tiles of
+// ATT_BK rows, loaded once per block with coalesced reads and read back as broadcast float4s by all
+// ATT_ROWS rows: K/V are reused across the queries of the block and across the heads of the group.
+// Tiles outside the block's visible range (window, documents) are skipped; rows mask the rest.
+//
+// Forward: per key tile, a row computes its ATT_BK scores s_j = q.k_j * HD^-0.5, takes the tile max,
+// rescales its running sum l and output accumulator by exp(m_old - m_new) and adds p_j v_j. m starts at
+// the sink logit, so the final
 //   den = l + exp(sink - m), out = acc / den, stat_max = m, stat_den = den
 // are the CPU's quantities (max over the scores and the sink; the sink joins the denominator only).
 // Backward (p recomputed from stat_max/stat_den as the CPU does):
-//   dq kernel: warp per (t, h); Dt = dout.out; lane j: ds_j = p_j (dout.v_j - Dt); dq = scale sum ds_j k_j.
+//   dq kernel: row (t, h); Dt = dout.out; per key: ds_j = p_j (dout.v_j - Dt); dq = scale sum ds_j k_j.
 //              It also stores Dt (T, H) for the next kernel.
-//   dk/dv kernel: warp per (key j, kv head g); lanes take the (query, head) pairs that see j, in the CPU's
-//              order (query-major, heads of the group inside); dv = sum p dout, dk = scale sum ds q.
-// Each output element is reduced by one warp in a fixed order: deterministic, no atomics.
+//   dk/dv kernel: row (key j, kv head g); items (t, hh) in the CPU's order (query-major, heads of the group
+//              inside), those with j <= t < min(hi[j], j + window) count: dv = sum p dout, dk = scale sum ds q.
+// Each output element is reduced by one thread quad in a fixed order: deterministic, no atomics.
 #include "model/cuda/common.cuh"
 
-#define ATT_WARPS 4
-#define ATT_MAXD 4 // HD <= 32 * ATT_MAXD
+#define ATT_L 4     // threads per row
+#define ATT_ROWS 32 // rows per block
+#define ATT_THREADS (ATT_L * ATT_ROWS)
+#define ATT_BK 32   // shared-memory tile rows
+#define ATT_MAXDP 128 // HD <= ATT_MAXDP
 
 __global__ void doc_bounds_kernel(int32_t *lo, int32_t *hi, const int32_t *doc, int T) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
@@ -35,53 +47,118 @@ extern "C" void cuda_doc_bounds(int32_t *doc_lo, int32_t *doc_hi, const int32_t 
     CUDA_LAUNCH_CHECK();
 }
 
-static __device__ __forceinline__ float dot_sh(const float *a_sh, const float *b, int HD) {
-    float s = 0.0f;
-    for (int d = 0; d < HD; d++) s += a_sh[d] * b[d];
-    return s;
+// Sum over the ATT_L threads of a row (all of them get it).
+static __device__ __forceinline__ float quad_sum(float v) {
+    for (int o = 1; o < ATT_L; o <<= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
 }
 
-__global__ void attn_fwd_kernel(float *out, float *smax, float *sden, const float *q, const float *k, const float *v,
-                                const float *sinks, const int32_t *lo, int T, int H, int KVH, int HD, int window,
-                                float scale) {
-    __shared__ float qs[ATT_WARPS][32 * ATT_MAXD];
-    int wi = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    size_t th = (size_t)blockIdx.x * ATT_WARPS + wi;
-    if (th >= (size_t)T * H) return;
-    int t = (int)(th / H), h = (int)(th % H), g = h / (H / KVH);
-    float *qw = qs[wi];
-    for (int d = lane; d < HD; d += WARP) qw[d] = q[th * HD + d];
-    __syncwarp();
+// First key a query t sees.
+static __device__ __forceinline__ int attn_first_key(const int32_t *lo, int t, int window) {
     int j0 = lo[t];
-    if (window > 0 && t - window + 1 > j0) j0 = t - window + 1;
-    float m = sinks[h], l = 0.0f, acc[ATT_MAXD];
-    for (int i = 0; i < ATT_MAXD; i++) acc[i] = 0.0f;
-    for (int jb = j0; jb <= t; jb += WARP) {
-        int j = jb + lane;
-        float s = -INFINITY;
-        if (j <= t) s = dot_sh(qw, k + ((size_t)j * KVH + g) * HD, HD) * scale;
-        float mn = fmaxf(m, warp_max(s));
-        float c = expf(m - mn);
-        float p = j <= t ? expf(s - mn) : 0.0f;
-        l = l * c + warp_sum(p);
-        for (int i = 0; i < ATT_MAXD; i++) acc[i] *= c;
-        m = mn;
-        int nk = min(WARP, t - jb + 1);
-        for (int jj = 0; jj < nk; jj++) {
-            float pj = __shfl_sync(FULL_MASK, p, jj);
-            const float *vj = v + ((size_t)(jb + jj) * KVH + g) * HD;
-            for (int i = 0; i < ATT_MAXD; i++) {
-                int d = lane + WARP * i;
-                if (d < HD) acc[i] += pj * vj[d];
-            }
+    return window > 0 && t - window + 1 > j0 ? t - window + 1 : j0;
+}
+// One past the last query that sees key j.
+static __device__ __forceinline__ int attn_end_query(const int32_t *hi, int j, int window) {
+    int t1 = hi[j];
+    return window > 0 && j + window < t1 ? j + window : t1;
+}
+
+// Copies n rows (row r at src + r * stride, HD floats) into a (ATT_BK, DP) tile, zero past n and HD.
+template <int DP>
+static __device__ __forceinline__ void tile_load(float *dst, const float *src, size_t stride, int n, int HD) {
+    for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
+        int r = e / DP, d = e % DP;
+        dst[e] = r < n && d < HD ? src[(size_t)r * stride + d] : 0.0f;
+    }
+}
+// This thread's chunks of a row of HD floats into registers (zero past HD).
+template <int CPT>
+static __device__ __forceinline__ void row_load(float4 *x, const float *src, int sub, int HD) {
+    for (int i = 0; i < CPT; i++) {
+        int d = 4 * (sub + ATT_L * i);
+        x[i].x = d < HD ? src[d] : 0.0f;
+        x[i].y = d + 1 < HD ? src[d + 1] : 0.0f;
+        x[i].z = d + 2 < HD ? src[d + 2] : 0.0f;
+        x[i].w = d + 3 < HD ? src[d + 3] : 0.0f;
+    }
+}
+template <int CPT>
+static __device__ __forceinline__ void row_store(float *dst, const float4 *x, float f, int sub, int HD) {
+    for (int i = 0; i < CPT; i++) {
+        int d = 4 * (sub + ATT_L * i);
+        if (d < HD) dst[d] = x[i].x * f;
+        if (d + 1 < HD) dst[d + 1] = x[i].y * f;
+        if (d + 2 < HD) dst[d + 2] = x[i].z * f;
+        if (d + 3 < HD) dst[d + 3] = x[i].w * f;
+    }
+}
+// Partial dot of this thread's chunks with a shared tile row.
+template <int CPT>
+static __device__ __forceinline__ float row_dot(const float4 *x, const float *row_sh, int sub) {
+    float s = 0.0f;
+    for (int i = 0; i < CPT; i++) {
+        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + ATT_L * i];
+        s += x[i].x * y.x + x[i].y * y.y + x[i].z * y.z + x[i].w * y.w;
+    }
+    return s;
+}
+template <int CPT>
+static __device__ __forceinline__ void row_axpy(float4 *acc, float a, const float *row_sh, int sub) {
+    for (int i = 0; i < CPT; i++) {
+        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + ATT_L * i];
+        acc[i].x += a * y.x, acc[i].y += a * y.y, acc[i].z += a * y.z, acc[i].w += a * y.w;
+    }
+}
+
+// Grid (row blocks, KVH). Rows p = t * group + hh of kv head g.
+template <int CPT>
+__global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(float *out, float *smax, float *sden, const float *q,
+                                                               const float *k, const float *v, const float *sinks,
+                                                               const int32_t *lo, int T, int H, int KVH, int HD,
+                                                               int window, float scale) {
+    constexpr int DP = 4 * ATT_L * CPT;
+    __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
+    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
+    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
+    bool valid = p < np;
+    int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
+    size_t th = (size_t)t * H + h;
+    int tA = (int)(p0 / group), tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
+    int kmin = attn_first_key(lo, tA, window), j0 = attn_first_key(lo, t, window);
+    float4 qr[CPT], acc[CPT];
+    row_load<CPT>(qr, q + th * HD, sub, HD);
+    for (int i = 0; i < CPT; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float m = sinks[h], l = 0.0f;
+    for (int kb = kmin; kb <= tB; kb += ATT_BK) {
+        int nk = min(ATT_BK, tB - kb + 1);
+        __syncthreads();
+        tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+        tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+        __syncthreads();
+        float s[ATT_BK], mt = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < ATT_BK; jj++) {
+            int j = kb + jj;
+            float sj = quad_sum(row_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
+            s[jj] = j >= j0 && j <= t ? sj : -INFINITY;
+            mt = fmaxf(mt, s[jj]);
         }
+        float mn = fmaxf(m, mt), c = expf(m - mn), ls = 0.0f;
+        for (int i = 0; i < CPT; i++) acc[i].x *= c, acc[i].y *= c, acc[i].z *= c, acc[i].w *= c;
+#pragma unroll
+        for (int jj = 0; jj < ATT_BK; jj++) {
+            float pj = expf(s[jj] - mn);
+            ls += pj;
+            row_axpy<CPT>(acc, pj, vs + jj * DP, sub);
+        }
+        l = l * c + ls;
+        m = mn;
     }
+    if (!valid) return;
     float den = l + expf(sinks[h] - m);
-    for (int i = 0; i < ATT_MAXD; i++) {
-        int d = lane + WARP * i;
-        if (d < HD) out[th * HD + d] = acc[i] / den;
-    }
-    if (lane == 0) {
+    row_store<CPT>(out + th * HD, acc, 1.0f / den, sub, HD);
+    if (sub == 0) {
         smax[th] = m;
         sden[th] = den;
     }
@@ -89,125 +166,151 @@ __global__ void attn_fwd_kernel(float *out, float *smax, float *sden, const floa
 
 static float attn_scale(int HD) { return (float)pow((double)HD, -0.5); }
 
+// Chunks per thread for HD, rounded up to a power of two (1, 2, 4 or 8).
+static int attn_cpt(int HD) {
+    int nc = (HD + 3) / 4, cpt = 1;
+    while (cpt * ATT_L < nc) cpt *= 2;
+    return cpt;
+}
+
+#define ATT_DISPATCH(HD, KERNEL, GRID, ...)                                                                    \
+    switch (attn_cpt(HD)) {                                                                                    \
+    case 1: KERNEL<1><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
+    case 2: KERNEL<2><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
+    case 4: KERNEL<4><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
+    default: KERNEL<8><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                              \
+    }
+
 extern "C" void cuda_attention_forward(float *out, float *stat_max, float *stat_den, const float *q, const float *k,
                                        const float *v, const float *sinks, const int32_t *doc_lo, cpu_attn_dims d) {
-    CHECK(d.HD <= 32 * ATT_MAXD && d.H % d.KVH == 0);
-    size_t warps = (size_t)d.T * d.H;
-    if (!warps) return;
-    attn_fwd_kernel<<<cuda_blocks(warps, ATT_WARPS), ATT_WARPS * WARP>>>(out, stat_max, stat_den, q, k, v, sinks,
-                                                                         doc_lo, d.T, d.H, d.KVH, d.HD, d.window,
-                                                                         attn_scale(d.HD));
+    CHECK(d.HD <= ATT_MAXDP && d.H % d.KVH == 0);
+    size_t rows = (size_t)d.T * (d.H / d.KVH);
+    if (!rows) return;
+    dim3 grid((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
+    ATT_DISPATCH(d.HD, attn_fwd_kernel, grid, out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH,
+                 d.HD, d.window, attn_scale(d.HD));
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void attn_bwd_dq_kernel(float *dq, float *Dt, const float *dout, const float *out, const float *q,
-                                   const float *k, const float *v, const float *smax, const float *sden,
-                                   const int32_t *lo, int T, int H, int KVH, int HD, int window, float scale) {
-    __shared__ float qs[ATT_WARPS][32 * ATT_MAXD], ds_[ATT_WARPS][32 * ATT_MAXD];
-    int wi = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    size_t th = (size_t)blockIdx.x * ATT_WARPS + wi;
-    if (th >= (size_t)T * H) return;
-    int t = (int)(th / H), h = (int)(th % H), g = h / (H / KVH);
-    float *qw = qs[wi], *dw = ds_[wi];
+// Grid (row blocks, KVH), rows as in the forward.
+template <int CPT>
+__global__ void __launch_bounds__(ATT_THREADS)
+    attn_bwd_dq_kernel(float *dq, float *Dt, const float *dout, const float *out, const float *q, const float *k,
+                       const float *v, const float *smax, const float *sden, const int32_t *lo, int T, int H, int KVH,
+                       int HD, int window, float scale) {
+    constexpr int DP = 4 * ATT_L * CPT;
+    __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
+    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
+    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
+    bool valid = p < np;
+    int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
+    size_t th = (size_t)t * H + h;
+    int tA = (int)(p0 / group), tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
+    int kmin = attn_first_key(lo, tA, window), j0 = attn_first_key(lo, t, window);
+    float4 qr[CPT], dr[CPT], acc[CPT];
+    row_load<CPT>(qr, q + th * HD, sub, HD);
+    row_load<CPT>(dr, dout + th * HD, sub, HD);
+    row_load<CPT>(acc, out + th * HD, sub, HD);
     float D = 0.0f;
-    for (int d = lane; d < HD; d += WARP) {
-        qw[d] = q[th * HD + d];
-        dw[d] = dout[th * HD + d];
-        D += dout[th * HD + d] * out[th * HD + d];
+    for (int i = 0; i < CPT; i++) {
+        D += dr[i].x * acc[i].x + dr[i].y * acc[i].y + dr[i].z * acc[i].z + dr[i].w * acc[i].w;
+        acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    D = warp_sum(D);
-    __syncwarp();
-    if (lane == 0) Dt[th] = D;
+    D = quad_sum(D);
+    if (valid && sub == 0) Dt[th] = D;
     const float m = smax[th], den = sden[th];
-    int j0 = lo[t];
-    if (window > 0 && t - window + 1 > j0) j0 = t - window + 1;
-    float acc[ATT_MAXD];
-    for (int i = 0; i < ATT_MAXD; i++) acc[i] = 0.0f;
-    for (int jb = j0; jb <= t; jb += WARP) {
-        int j = jb + lane;
-        float ds = 0.0f;
-        if (j <= t) {
-            size_t jg = ((size_t)j * KVH + g) * HD;
-            float p = expf(dot_sh(qw, k + jg, HD) * scale - m) / den;
-            ds = p * (dot_sh(dw, v + jg, HD) - D);
-        }
-        int nk = min(WARP, t - jb + 1);
-        for (int jj = 0; jj < nk; jj++) {
-            float dsj = __shfl_sync(FULL_MASK, ds, jj);
-            const float *kj = k + ((size_t)(jb + jj) * KVH + g) * HD;
-            for (int i = 0; i < ATT_MAXD; i++) {
-                int d = lane + WARP * i;
-                if (d < HD) acc[i] += dsj * kj[d];
-            }
+    for (int kb = kmin; kb <= tB; kb += ATT_BK) {
+        int nk = min(ATT_BK, tB - kb + 1);
+        __syncthreads();
+        tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+        tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+        __syncthreads();
+#pragma unroll 4
+        for (int jj = 0; jj < ATT_BK; jj++) {
+            int j = kb + jj;
+            float s = quad_sum(row_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
+            float dp = quad_sum(row_dot<CPT>(dr, vs + jj * DP, sub));
+            float ds = j >= j0 && j <= t ? expf(s - m) / den * (dp - D) : 0.0f;
+            row_axpy<CPT>(acc, ds, ks + jj * DP, sub);
         }
     }
-    for (int i = 0; i < ATT_MAXD; i++) {
-        int d = lane + WARP * i;
-        if (d < HD) dq[th * HD + d] = acc[i] * scale;
-    }
+    if (valid) row_store<CPT>(dq + th * HD, acc, scale, sub, HD);
 }
 
-__global__ void attn_bwd_dkv_kernel(float *dk, float *dv, const float *Dt, const float *dout, const float *q,
-                                    const float *k, const float *v, const float *smax, const float *sden,
-                                    const int32_t *hi, int T, int H, int KVH, int HD, int window, float scale) {
-    __shared__ float ks[ATT_WARPS][32 * ATT_MAXD], vs[ATT_WARPS][32 * ATT_MAXD];
-    int wi = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    size_t jg = (size_t)blockIdx.x * ATT_WARPS + wi;
-    if (jg >= (size_t)T * KVH) return;
-    int j = (int)(jg / KVH), g = (int)(jg % KVH), group = H / KVH;
-    float *kw = ks[wi], *vw = vs[wi];
-    for (int d = lane; d < HD; d += WARP) {
-        kw[d] = k[jg * HD + d];
-        vw[d] = v[jg * HD + d];
-    }
-    __syncwarp();
-    int t1 = hi[j];
-    if (window > 0 && j + window < t1) t1 = j + window;
-    int items = (t1 - j) * group;
-    float ak[ATT_MAXD], av[ATT_MAXD];
-    for (int i = 0; i < ATT_MAXD; i++) ak[i] = av[i] = 0.0f;
-    for (int ib = 0; ib < items; ib += WARP) {
-        int it = ib + lane;
-        float p = 0.0f, ds = 0.0f;
-        if (it < items) {
-            size_t th = (size_t)(j + it / group) * H + g * group + it % group;
-            p = expf(dot_sh(kw, q + th * HD, HD) * scale - smax[th]) / sden[th];
-            ds = p * (dot_sh(vw, dout + th * HD, HD) - Dt[th]);
+// Grid (key blocks, KVH). Row = key j; items i = t * group + hh are staged ATT_BK at a time.
+template <int CPT>
+__global__ void __launch_bounds__(ATT_THREADS)
+    attn_bwd_dkv_kernel(float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k,
+                        const float *v, const float *smax, const float *sden, const int32_t *hi, int T, int H,
+                        int KVH, int HD, int window, float scale) {
+    constexpr int DP = 4 * ATT_L * CPT;
+    __shared__ __align__(16) float qs[ATT_BK * DP], dos[ATT_BK * DP];
+    __shared__ float ms[ATT_BK], dens[ATT_BK], Ds[ATT_BK];
+    __shared__ int ts[ATT_BK];
+    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
+    int jA = blockIdx.x * ATT_ROWS, jr = jA + threadIdx.x / ATT_L, jB = min(jA + ATT_ROWS, T) - 1;
+    bool valid = jr < T;
+    int j = valid ? jr : T - 1;
+    size_t jg = (size_t)j * KVH + g;
+    int t1 = attn_end_query(hi, j, window);
+    long iA = (long)jA * group, iB = (long)attn_end_query(hi, jB, window) * group; // items [iA, iB)
+    float4 kr[CPT], vr[CPT], ak[CPT], av[CPT];
+    row_load<CPT>(kr, k + jg * HD, sub, HD);
+    row_load<CPT>(vr, v + jg * HD, sub, HD);
+    for (int i = 0; i < CPT; i++) ak[i] = av[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (long ib = iA; ib < iB; ib += ATT_BK) {
+        int n = (int)min((long)ATT_BK, iB - ib);
+        __syncthreads();
+        // Item rows are (t, h) pairs of one g: group consecutive heads per query, so not one stride.
+        for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
+            int r = e / DP, d = e % DP;
+            bool in = r < n && d < HD;
+            long it = ib + r;
+            size_t th = in ? (size_t)(it / group) * H + g * group + it % group : 0;
+            qs[e] = in ? q[th * HD + d] : 0.0f;
+            dos[e] = in ? dout[th * HD + d] : 0.0f;
         }
-        int n = min(WARP, items - ib);
-        for (int ii = 0; ii < n; ii++) {
-            float pi = __shfl_sync(FULL_MASK, p, ii), dsi = __shfl_sync(FULL_MASK, ds, ii);
-            int iti = ib + ii;
-            size_t th = (size_t)(j + iti / group) * H + g * group + iti % group;
-            for (int i = 0; i < ATT_MAXD; i++) {
-                int d = lane + WARP * i;
-                if (d < HD) {
-                    av[i] += pi * dout[th * HD + d];
-                    ak[i] += dsi * q[th * HD + d];
-                }
-            }
+        if (threadIdx.x < ATT_BK) {
+            int r = threadIdx.x;
+            long it = ib + r;
+            size_t th = r < n ? (size_t)(it / group) * H + g * group + it % group : 0;
+            ms[r] = r < n ? smax[th] : 0.0f;
+            dens[r] = r < n ? sden[th] : 1.0f;
+            Ds[r] = r < n ? Dt[th] : 0.0f;
+            ts[r] = r < n ? (int)(it / group) : -1;
+        }
+        __syncthreads();
+#pragma unroll 4
+        for (int r = 0; r < ATT_BK; r++) {
+            float s = quad_sum(row_dot<CPT>(kr, qs + r * DP, sub)) * scale;
+            float dp = quad_sum(row_dot<CPT>(vr, dos + r * DP, sub));
+            int t = ts[r];
+            bool see = t >= j && t < t1;
+            float pr = see ? expf(s - ms[r]) / dens[r] : 0.0f;
+            float ds = pr * (dp - Ds[r]);
+            row_axpy<CPT>(av, pr, dos + r * DP, sub);
+            row_axpy<CPT>(ak, ds, qs + r * DP, sub);
         }
     }
-    for (int i = 0; i < ATT_MAXD; i++) {
-        int d = lane + WARP * i;
-        if (d < HD) {
-            dk[jg * HD + d] = ak[i] * scale;
-            dv[jg * HD + d] = av[i];
-        }
-    }
+    if (!valid) return;
+    row_store<CPT>(dk + jg * HD, ak, scale, sub, HD);
+    row_store<CPT>(dv + jg * HD, av, 1.0f, sub, HD);
 }
 
 extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *out,
                                         const float *q, const float *k, const float *v, const int32_t *doc_lo,
                                         const int32_t *doc_hi, const float *stat_max, const float *stat_den,
                                         cpu_attn_dims d) {
-    CHECK(d.HD <= 32 * ATT_MAXD && d.H % d.KVH == 0);
+    CHECK(d.HD <= ATT_MAXDP && d.H % d.KVH == 0);
     if (!d.T) return;
     float scale = attn_scale(d.HD);
-    attn_bwd_dq_kernel<<<cuda_blocks((size_t)d.T * d.H, ATT_WARPS), ATT_WARPS * WARP>>>(
-        dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo, d.T, d.H, d.KVH, d.HD, d.window, scale);
+    size_t rows = (size_t)d.T * (d.H / d.KVH);
+    dim3 gq((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
+    ATT_DISPATCH(d.HD, attn_bwd_dq_kernel, gq, dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo, d.T, d.H,
+                 d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
-    attn_bwd_dkv_kernel<<<cuda_blocks((size_t)d.T * d.KVH, ATT_WARPS), ATT_WARPS * WARP>>>(
-        dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T, d.H, d.KVH, d.HD, d.window, scale);
+    dim3 gk((unsigned)((d.T + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
+    ATT_DISPATCH(d.HD, attn_bwd_dkv_kernel, gk, dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T, d.H,
+                 d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
 }
