@@ -209,6 +209,12 @@ gt_status model_batch_targets(const int32_t *labels, const int32_t *doc, int T, 
                               gt_error *err);
 // Positions restarting at 0 in each document: pos (T) from doc (T).
 void model_batch_positions(const int32_t *doc, int T, int32_t *pos);
+// Checks a batch before any backend touches it: 1 <= T <= max_T, ids and targets in [0, vocab) (targets may
+// also be -1), positions non-negative, document ids non-decreasing, and a LoRA of the workspace's rank
+// (ws_rank). `workspace` names the workspace and its init function in the message. When n_targets is not
+// NULL it receives the number of targets >= 0.
+gt_status model_batch_check(const model_batch *b, int vocab, int max_T, const model_lora *lora, int ws_rank,
+                            const char *workspace, int64_t *n_targets, gt_error *err);
 
 // Every buffer one forward/backward needs, sized once from the config, the LoRA rank and the longest
 // batch (max_T tokens); the calls below allocate nothing. checkpointing: keep only each layer's input and

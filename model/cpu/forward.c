@@ -138,14 +138,15 @@ void model_batch_positions(const int32_t *doc, int T, int32_t *pos) {
     for (int t = 0; t < T; t++) pos[t] = t > 0 && doc[t] == doc[t - 1] ? pos[t - 1] + 1 : 0;
 }
 
-static gt_status batch_check(const model_ws *ws, const model *m, const model_lora *lora, const model_batch *b,
-                             gt_error *err) {
-    const int V = m->cfg.vocab;
-    if (b->T < 1 || b->T > ws->max_T)
-        return gt_fail(err, GT_EINVAL, "batch of %d tokens: the workspace holds 1 to %d (model_ws_init's max_T)",
-                       b->T, ws->max_T);
-    if (lora && lora->rank != ws->R && lora->targets)
-        return gt_fail(err, GT_EINVAL, "LoRA rank %d, but the workspace was sized for rank %d", lora->rank, ws->R);
+gt_status model_batch_check(const model_batch *b, int vocab, int max_T, const model_lora *lora, int ws_rank,
+                            const char *workspace, int64_t *n_targets, gt_error *err) {
+    const int V = vocab;
+    if (b->T < 1 || b->T > max_T)
+        return gt_fail(err, GT_EINVAL, "batch of %d tokens: the %s holds 1 to %d", b->T, workspace, max_T);
+    if (lora && lora->rank != ws_rank && lora->targets)
+        return gt_fail(err, GT_EINVAL, "LoRA rank %d, but the %s was sized for rank %d", lora->rank, workspace,
+                       ws_rank);
+    int64_t n = 0;
     for (int t = 0; t < b->T; t++) {
         if (b->ids[t] < 0 || b->ids[t] >= V)
             return gt_fail(err, GT_EINVAL, "batch: ids[%d] = %d is outside the vocabulary [0, %d): the data was "
@@ -157,8 +158,16 @@ static gt_status batch_check(const model_ws *ws, const model *m, const model_lor
         if (b->targets && (b->targets[t] < -1 || b->targets[t] >= V))
             return gt_fail(err, GT_EINVAL, "batch: targets[%d] = %d is neither -1 nor a token id in [0, %d)", t,
                            b->targets[t], V);
+        n += b->targets && b->targets[t] >= 0;
     }
+    if (n_targets) *n_targets = n;
     return GT_OK;
+}
+
+static gt_status batch_check(const model_ws *ws, const model *m, const model_lora *lora, const model_batch *b,
+                             gt_error *err) {
+    return model_batch_check(b, m->cfg.vocab, ws->max_T, lora, ws->R, "workspace (model_ws_init's max_T)", NULL,
+                             err);
 }
 
 // ---------------------------------------------------------------------------------------------------

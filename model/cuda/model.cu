@@ -385,39 +385,21 @@ extern "C" void model_cuda_ws_free(model_cuda_ws *ws) {
 
 static gt_status batch_upload(model_cuda_ws *ws, const model_cuda *mc, const model_lora *lora,
                               const model_batch *b, int need_targets, int64_t *n_targets, gt_error *err) {
-    const int V = mc->cfg.vocab;
-    if (b->T < 1 || b->T > ws->max_T)
-        return gt_fail(err, GT_EINVAL, "batch of %d tokens: the GPU workspace holds 1 to %d (model_cuda_ws_init)",
-                       b->T, ws->max_T);
-    if (lora && lora->targets && lora->rank != ws->R)
-        return gt_fail(err, GT_EINVAL, "LoRA rank %d, but the GPU workspace was sized for rank %d", lora->rank, ws->R);
     if (need_targets && !b->targets) return gt_fail(err, GT_EINVAL, "the batch has no targets");
-    int64_t n = 0;
-    for (int t = 0; t < b->T; t++) {
-        if (b->ids[t] < 0 || b->ids[t] >= V)
-            return gt_fail(err, GT_EINVAL, "batch: ids[%d] = %d is outside the vocabulary [0, %d): the data was "
-                           "tokenized for another model", t, b->ids[t], V);
-        if (b->pos[t] < 0) return gt_fail(err, GT_EINVAL, "batch: pos[%d] = %d is negative", t, b->pos[t]);
-        if (t > 0 && b->doc[t] < b->doc[t - 1])
-            return gt_fail(err, GT_EINVAL, "batch: doc[%d] = %d after doc[%d] = %d: documents must be packed in "
-                           "order", t, b->doc[t], t - 1, b->doc[t - 1]);
-        if (b->targets && (b->targets[t] < -1 || b->targets[t] >= V))
-            return gt_fail(err, GT_EINVAL, "batch: targets[%d] = %d is neither -1 nor a token id in [0, %d)", t,
-                           b->targets[t], V);
-        n += b->targets && b->targets[t] >= 0;
-    }
-    *n_targets = n;
+    gt_status st = model_batch_check(b, mc->cfg.vocab, ws->max_T, lora, ws->R, "GPU workspace (model_cuda_ws_init)",
+                                     n_targets, err);
+    if (st != GT_OK) return st;
     const size_t bytes = (size_t)b->T * sizeof(int32_t);
     int32_t *const dst[4] = {ws->ids, ws->pos, ws->doc, ws->targets};
     const int32_t *const src[4] = {b->ids, b->pos, b->doc, b->targets};
     for (int i = 0; i < 4; i++) {
-        int32_t *st = ws->stage + (size_t)i * ws->max_T;
+        int32_t *stage = ws->stage + (size_t)i * ws->max_T;
         if (!src[i]) { // no targets: -1
             cuda_memset(dst[i], 0xff, bytes);
             continue;
         }
-        memcpy(st, src[i], bytes);
-        cuda_h2d_async(dst[i], st, bytes);
+        memcpy(stage, src[i], bytes);
+        cuda_h2d_async(dst[i], stage, bytes);
     }
     return GT_OK;
 }
