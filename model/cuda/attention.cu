@@ -111,6 +111,40 @@ static __device__ __forceinline__ void row_axpy(float4 *acc, float a, const floa
     }
 }
 
+// The rows a block of the forward and dq kernels owns (grid (row blocks, KVH); rows p = t * group + hh of
+// KV head g): this thread's query t and head h (th = t * H + h; a row past the end takes the last query and
+// only helps load tiles: valid 0), the block's last query tB, the first key any of its rows sees (kmin) and
+// the first key this row sees (j0).
+struct att_qrows {
+    int g, sub, t, h, tB, kmin, j0;
+    bool valid;
+    size_t th;
+};
+static __device__ __forceinline__ att_qrows att_qrows_get(const int32_t *lo, int T, int H, int KVH, int window) {
+    att_qrows r;
+    const int group = H / KVH;
+    r.g = blockIdx.y, r.sub = threadIdx.x % ATT_L;
+    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
+    r.valid = p < np;
+    r.t = r.valid ? (int)(p / group) : T - 1, r.h = r.g * group + (r.valid ? (int)(p % group) : 0);
+    r.th = (size_t)r.t * H + r.h;
+    int tA = (int)(p0 / group);
+    r.tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
+    r.kmin = attn_first_key(lo, tA, window), r.j0 = attn_first_key(lo, r.t, window);
+    return r;
+}
+// Keys kb .. min(kb + ATT_BK, tB + 1) - 1 of KV head g into the K and V tiles (zero past them); barriers on
+// both sides: the previous tiles' readers finish before the overwrite, the new tiles are complete after.
+template <int DP>
+static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const float *k, const float *v, int kb,
+                                                     int tB, int g, int KVH, int HD) {
+    int nk = min(ATT_BK, tB - kb + 1);
+    __syncthreads();
+    tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+    tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+    __syncthreads();
+}
+
 // Grid (row blocks, KVH). Rows p = t * group + hh of kv head g.
 template <int CPT>
 __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(float *out, float *smax, float *sden, const float *q,
@@ -119,23 +153,16 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(float *out, float
                                                                int window, float scale) {
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
-    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
-    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
-    bool valid = p < np;
-    int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
-    size_t th = (size_t)t * H + h;
-    int tA = (int)(p0 / group), tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
-    int kmin = attn_first_key(lo, tA, window), j0 = attn_first_key(lo, t, window);
+    const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
+    const int g = r.g, sub = r.sub, t = r.t, h = r.h, tB = r.tB, kmin = r.kmin, j0 = r.j0;
+    const bool valid = r.valid;
+    const size_t th = r.th;
     float4 qr[CPT], acc[CPT];
     row_load<CPT>(qr, q + th * HD, sub, HD);
     for (int i = 0; i < CPT; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float m = sinks[h], l = 0.0f;
     for (int kb = kmin; kb <= tB; kb += ATT_BK) {
-        int nk = min(ATT_BK, tB - kb + 1);
-        __syncthreads();
-        tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
-        tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
-        __syncthreads();
+        kv_tiles_load<DP>(ks, vs, k, v, kb, tB, g, KVH, HD);
         float s[ATT_BK], mt = -INFINITY;
 #pragma unroll
         for (int jj = 0; jj < ATT_BK; jj++) {
@@ -200,13 +227,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
                        int HD, int window, float scale) {
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
-    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
-    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
-    bool valid = p < np;
-    int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
-    size_t th = (size_t)t * H + h;
-    int tA = (int)(p0 / group), tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
-    int kmin = attn_first_key(lo, tA, window), j0 = attn_first_key(lo, t, window);
+    const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
+    const int g = r.g, sub = r.sub, t = r.t, tB = r.tB, kmin = r.kmin, j0 = r.j0;
+    const bool valid = r.valid;
+    const size_t th = r.th;
     float4 qr[CPT], dr[CPT], acc[CPT];
     row_load<CPT>(qr, q + th * HD, sub, HD);
     row_load<CPT>(dr, dout + th * HD, sub, HD);
@@ -220,11 +244,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     if (valid && sub == 0) Dt[th] = D;
     const float m = smax[th], den = sden[th];
     for (int kb = kmin; kb <= tB; kb += ATT_BK) {
-        int nk = min(ATT_BK, tB - kb + 1);
-        __syncthreads();
-        tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
-        tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
-        __syncthreads();
+        kv_tiles_load<DP>(ks, vs, k, v, kb, tB, g, KVH, HD);
 #pragma unroll 4
         for (int jj = 0; jj < ATT_BK; jj++) {
             int j = kb + jj;
