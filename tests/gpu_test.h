@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "core/cuda_rt.h"
+#include "model/model.h"
 
 static int g_failures;
 
@@ -89,6 +90,55 @@ static inline float *rand_vec(uint64_t *s, size_t n, float scale) {
     float *p = (float *)xmalloc((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) p[i] = gpu_test_rand(s, scale);
     return p;
+}
+
+// bf16 device buffers: poisoned with 0xffff (a bf16 NaN), and read back as floats.
+static inline uint16_t *gpu_poison_bf16(size_t n) {
+    uint16_t *d = (uint16_t *)cuda_malloc((n ? n : 1) * sizeof(uint16_t));
+    cuda_memset(d, 0xff, n * sizeof(uint16_t));
+    return d;
+}
+static inline float *gpu_get_bf16(const uint16_t *d, size_t n) {
+    uint16_t *h = (uint16_t *)xmalloc((n ? n : 1) * sizeof(uint16_t));
+    float *f = (float *)xmalloc((n ? n : 1) * sizeof(float));
+    cuda_sync();
+    cuda_d2h(h, d, n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(h[i]);
+    free(h);
+    return f;
+}
+
+// One LoRA pair (A (R, in), B (out, R), dA, dB random) on the host (h) and a device copy (d).
+typedef struct pair_buf {
+    lora_pair h, d;
+} pair_buf;
+
+static inline void pair_make(pair_buf *p, uint64_t *seed, int R, int in, int out) {
+    p->h.A = rand_vec(seed, (size_t)R * in, 0.3f), p->h.B = rand_vec(seed, (size_t)out * R, 0.3f);
+    p->h.dA = rand_vec(seed, (size_t)R * in, 0.1f), p->h.dB = rand_vec(seed, (size_t)out * R, 0.1f);
+    p->d.A = gpu_dup_f(p->h.A, (size_t)R * in), p->d.B = gpu_dup_f(p->h.B, (size_t)out * R);
+    p->d.dA = gpu_dup_f(p->h.dA, (size_t)R * in), p->d.dB = gpu_dup_f(p->h.dB, (size_t)out * R);
+}
+static inline void pair_free(pair_buf *p) {
+    free(p->h.A), free(p->h.B), free(p->h.dA), free(p->h.dB);
+    cuda_free(p->d.A), cuda_free(p->d.B), cuda_free(p->d.dA), cuda_free(p->d.dB);
+}
+// The device dA, dB against the host ones.
+static inline void pair_check(const char *what, pair_buf *p, int R, int in, int out, double tol) {
+    char w[128];
+    float *a = gpu_get(p->d.dA, (size_t)R * in), *b = gpu_get(p->d.dB, (size_t)out * R);
+    snprintf(w, sizeof w, "%s dA (+=)", what);
+    check_close(w, a, p->h.dA, (size_t)R * in, tol);
+    snprintf(w, sizeof w, "%s dB (+=)", what);
+    check_close(w, b, p->h.dB, (size_t)out * R, tol);
+    free(a), free(b);
+}
+
+// The end of every GPU test's main: frees cuBLASLt, prints the verdict, returns the exit status.
+static inline int gpu_test_finish(void) {
+    cuda_gemm_free();
+    printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "passed", g_failures);
+    return g_failures ? 1 : 0;
 }
 
 #endif
