@@ -61,6 +61,9 @@ extern "C" void cuda_h2d_async(void *dst, const void *src, size_t bytes) {
 extern "C" void cuda_d2h(void *dst, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
+extern "C" void cuda_d2h_async(void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, 0));
+}
 extern "C" void cuda_memset(void *dst, int byte, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, byte, bytes, 0));
 }

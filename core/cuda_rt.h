@@ -32,6 +32,9 @@ void cuda_h2d(void *dst, const void *src, size_t bytes);
 // Asynchronous upload; src must be pinned (cuda_host_alloc) and stay unchanged until the device has read it.
 void cuda_h2d_async(void *dst, const void *src, size_t bytes);
 void cuda_d2h(void *dst, const void *src, size_t bytes);
+// Asynchronous download into pinned dst (cuda_host_alloc), in stream order: valid after the next host wait
+// (cuda_sync, or a cuda_d2h queued after it).
+void cuda_d2h_async(void *dst, const void *src, size_t bytes);
 void cuda_memset(void *dst, int byte, size_t bytes);   // asynchronous
 void cuda_fill_f32(float *dst, float value, size_t n); // asynchronous; tests poison outputs with NaN
 void cuda_sync(void);                                  // waits for the device; checks for kernel faults

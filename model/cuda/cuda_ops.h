@@ -4,8 +4,12 @@
 //
 // Dimension legend as in model/model.h: T tokens, D hidden, H heads, KVH kv heads, HD head dim,
 // E experts, K per token, I intermediate, R LoRA rank, V vocab, S = T*K expert slots.
-// Every pointer is device memory unless it says "host". Storage: activations and gradients fp32, GEMM
-// operands bf16 (uint16_t bits, round to nearest even), base weights bf16 or 4-bit, LoRA fp32.
+// Every pointer is device memory unless it says "host". Storage: activations bf16 (uint16_t bits, round
+// to nearest even: every tensor a step keeps, from the residual stream to the experts' SwiGLU), the
+// activation gradients, the loss and softmax statistics fp32, base weights bf16 or 4-bit, LoRA fp32.
+// Arithmetic is fp32 throughout (fp32 accumulation; sums of squares and the loss in double): a kernel reads
+// bf16, computes in fp32 registers and rounds once when it stores an activation. fp32 "scratch" below is
+// work space that no later op reads as an activation.
 // Outputs are overwritten unless a comment says "+=" (as on the CPU: LoRA dA/dB and the RMSNorm input
 // gradient accumulate). All calls are asynchronous on the default stream; none synchronises the host.
 #ifndef GPTOSS_MODEL_CUDA_OPS_H
@@ -22,9 +26,11 @@ extern "C" {
 // ---------------------------------------------------------------------------------------------------
 // elementwise.cu: casts, bias, residual, embedding.
 void cuda_cast_bf16(uint16_t *out, const float *in, size_t n);
+void cuda_cast_f32(float *out, const uint16_t *in, size_t n);
 void cuda_add_bias(float *y, const float *b, int M, int N);            // y (M, N) += b (N) per row
-void cuda_add(float *y, const float *a, const float *b, size_t n);     // y = a + b (y may alias a or b)
-void cuda_embed(float *h, const uint16_t *embed, const int32_t *ids, int T, int D); // h (T, D) = embed[ids]
+// The residual add: y = bf16(x + f) (y may alias x).
+void cuda_residual(uint16_t *y, const uint16_t *x, const float *f, size_t n);
+void cuda_embed(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D); // h (T, D) = embed[ids]
 
 // ---------------------------------------------------------------------------------------------------
 // dequant.cu: 4-bit expert weights into a bf16 scratch (exact for MXFP4; NF4 rounds map*absmax to bf16).
@@ -49,31 +55,32 @@ typedef struct cuda_experts {
 } cuda_experts;
 
 // ---------------------------------------------------------------------------------------------------
-// rmsnorm.cu (model/cpu/rmsnorm.c): y = w * (x * rstd); ybf (bf16 copy of y) may be NULL.
-void cuda_rmsnorm_forward(float *y, uint16_t *ybf, float *rstd, const float *x, const float *w, int T, int D,
-                          float eps);
-// dx (T, D) += d/dx of sum(dy * y).
-void cuda_rmsnorm_backward(float *dx, const float *dy, const float *x, const float *w, const float *rstd, int T,
+// rmsnorm.cu (model/cpu/rmsnorm.c): y = bf16(w * (x * rstd)), rstd fp32.
+void cuda_rmsnorm_forward(uint16_t *y, float *rstd, const uint16_t *x, const float *w, int T, int D, float eps);
+// dx (T, D) += d/dx of sum(dy * y) (with the x and rstd of the forward).
+void cuda_rmsnorm_backward(float *dx, const float *dy, const uint16_t *x, const float *w, const float *rstd, int T,
                            int D);
 
 // ---------------------------------------------------------------------------------------------------
 // rope.cu (model/cpu/rope.c): tables cos, sin (T, HD/2) = f((float)pos * inv_freq) * factor; inv_freq
-// (HD/2) comes from cpu_rope_inv_freq. x (T, NH, HD) rotated in place; backward rotates back.
+// (HD/2) comes from cpu_rope_inv_freq. Forward: out = bf16(rotate(x)), x (T, NH, HD) the projection's fp32
+// result (unchanged); backward: the gradient dx (fp32) rotated back in place.
 void cuda_rope_tables(float *cos_t, float *sin_t, const int32_t *pos, const float *inv_freq, float factor, int T,
                       int half);
-void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD);
+void cuda_rope_forward(uint16_t *out, const float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD);
 void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, int T, int NH, int HD);
 
 // ---------------------------------------------------------------------------------------------------
 // attention.cu (model/cpu/attention.c): flash-style GQA with sinks, causal window and documents; no
 // (T, T) matrix. doc_lo/doc_hi (T): first index of t's document and one past its last (cuda_doc_bounds).
 void cuda_doc_bounds(int32_t *doc_lo, int32_t *doc_hi, const int32_t *doc, int T);
-// out (T, H, HD); stat_max, stat_den (T, H) as the CPU keeps them. HD <= 128.
-void cuda_attention_forward(float *out, float *stat_max, float *stat_den, const float *q, const float *k,
-                            const float *v, const float *sinks, const int32_t *doc_lo, cpu_attn_dims d);
-// dq (T, H, HD), dk, dv (T, KVH, HD) overwritten; Dt (T, H) scratch.
-void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *out,
-                             const float *q, const float *k, const float *v, const int32_t *doc_lo,
+// q (T, H, HD), k, v (T, KVH, HD) bf16; out (T, H, HD) bf16 (the fp32 result rounded once); stat_max,
+// stat_den (T, H) fp32 as the CPU keeps them. HD <= 128.
+void cuda_attention_forward(uint16_t *out, float *stat_max, float *stat_den, const uint16_t *q, const uint16_t *k,
+                            const uint16_t *v, const float *sinks, const int32_t *doc_lo, cpu_attn_dims d);
+// dq (T, H, HD), dk, dv (T, KVH, HD) fp32, overwritten; Dt (T, H) scratch; dout fp32.
+void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout, const uint16_t *out,
+                             const uint16_t *q, const uint16_t *k, const uint16_t *v, const int32_t *doc_lo,
                              const int32_t *doc_hi, const float *stat_max, const float *stat_den, cpu_attn_dims d);
 
 // ---------------------------------------------------------------------------------------------------
@@ -82,18 +89,18 @@ void cuda_router_forward(int32_t *sel, float *w, const float *logits, int T, int
 void cuda_router_backward(float *dlogits, const float *dw, const float *w, const int32_t *sel, int T, int E, int K);
 
 // ---------------------------------------------------------------------------------------------------
-// swiglu.cu (model/cpu/swiglu.c) on n elements; act_bf (bf16 copy of act) may be NULL.
-void cuda_swiglu_forward(float *act, uint16_t *act_bf, const float *gate, const float *up, size_t n, float limit,
-                         float alpha);
+// swiglu.cu (model/cpu/swiglu.c) on n elements. Forward from the fp32 GEMM results gate, up (scratch):
+// gate_bf, up_bf = their bf16 roundings (kept for the backward) and act = bf16(swiglu(gate_bf, up_bf)), so
+// that forward and backward see the same inputs.
+void cuda_swiglu_forward(uint16_t *act, uint16_t *gate_bf, uint16_t *up_bf, const float *gate, const float *up,
+                         size_t n, float limit, float alpha);
 // dgate may alias dact.
-void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n,
-                          float limit, float alpha);
-// gu (n, 2I) interleaved (2i gate, 2i+1 up) -> gate, up (n, I); and back, as bf16.
-void cuda_deinterleave(float *gate, float *up, const float *gu, size_t nI);
-void cuda_interleave_bf16(uint16_t *gu, const float *gate, const float *up, size_t nI);
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const uint16_t *gate, const uint16_t *up,
+                          size_t n, float limit, float alpha);
 
 // ---------------------------------------------------------------------------------------------------
-// lora.cu: THE LoRA funnel on the GPU (model/cpu/lora.c), fp32 GEMMs; p holds device pointers.
+// lora.cu: THE LoRA funnel on the GPU (model/cpu/lora.c), fp32 GEMMs; p holds device pointers; x is the
+// fp32 copy of the projection's bf16 input (cuda_cast_f32 into scratch).
 void cuda_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
                        float scale);
 void cuda_lora_backward(float *dx, float *dz, const float *dy, const float *x, const float *z, const lora_pair *p,
@@ -145,23 +152,25 @@ typedef struct cuda_moe_acts { // kept for the backward
     int32_t *tok;            // (S) token of each slot
     int32_t *kof;            // (S) choice k of each slot
     int32_t *slot;           // (T, K) slot of each (token, choice)
-    float *gate, *up, *act;  // (S, I)
-    float *zg, *zu, *zd;     // (S, R)
-    float *y;                // (S, D) expert output before the routing weight
+    uint16_t *gate, *up, *act; // (S, I) bf16: gate and up (GEMM + LoRA, rounded), swiglu of those
+    float *zg, *zu, *zd;     // (S, R) fp32 LoRA intermediates
+    uint16_t *y;             // (S, D) bf16 expert output before the routing weight (GEMM + LoRA, rounded)
 } cuda_moe_acts;
 
-typedef struct cuda_moe_scratch { // backward only
-    float *dact;          // (S, I) d act, then d gate in place
-    float *dup;           // (S, I)
+typedef struct cuda_moe_scratch { // fp32 work space of the forward and the backward
+    float *dact;          // (S, I) forward: gate (fp32, before rounding); backward: d act, then d gate in place
+    float *dup;           // (S, I) forward: up; backward: d up
     float *dz;            // (S, R)
-    float *dxs;           // (S, D) d y, then d x per slot
+    float *dxs;           // (S, D) forward: y; backward: d y, then d x per slot
 } cuda_moe_scratch;
 
-// lora: NULL for no LoRA on the experts.
-void cuda_moe_forward(float *out, const float *res, const float *x, const int32_t *sel, const float *w,
+// out (T, D) = bf16(res + sum over the token's slots of w * y) with x, res and out bf16 (out may alias
+// res); lora: NULL for no LoRA on the experts.
+void cuda_moe_forward(uint16_t *out, const uint16_t *res, const uint16_t *x, const int32_t *sel, const float *w,
                       const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
-                      cuda_moe_acts *a);
-void cuda_moe_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      cuda_moe_acts *a, cuda_moe_scratch *s);
+// dx (T, D) fp32 overwritten, dw (T, K) fp32; dout fp32; x the forward's bf16 input.
+void cuda_moe_backward(float *dx, float *dw, const float *dout, const uint16_t *x, const float *w,
                        const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
                        const cuda_moe_acts *a, cuda_moe_scratch *s);
 
