@@ -61,7 +61,7 @@ static gt_status eval_backend_init(eval_backend *be, const model *m, const lora_
     if (dev == RC_DEVICE_CUDA) {
         gt_status s = model_cuda_init(&be->mc, m, err);
         if (!s && la) s = model_cuda_lora_init(&be->cl, be->mc, &la->ml, la->params, la->grads, la->n_params, err);
-        if (!s) s = model_cuda_ws_init(&be->cws, be->mc, R, Tmax, err);
+        if (!s) s = model_cuda_ws_init(&be->cws, be->mc, R, Tmax, 1, err);
         if (s) return s;
         char name[256];
         cuda_device_name(name, sizeof name);

@@ -397,11 +397,10 @@ gt_status model_tensors_write(const model_config *c, model_quant quant, double m
 // ===================================================================================================
 // CUDA (model/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same training step on one GPU, checked
 // op by op and end to end against the CPU functions above (tests/test_gpu_*.c). bf16 base weights (the
-// experts stay 4-bit as loaded and are dequantized per expert into a reused scratch) and bf16 GEMM
-// operands with fp32 accumulation; fp32 activations, LoRA weights, gradients and loss. Gradient
-// checkpointing is always on. Every device buffer is allocated by the *_init functions; a step allocates
-// nothing. Inside a step the host waits for the device once per MoE layer forward (expert row counts) and
-// for the loss.
+// experts stay 4-bit as loaded and are decoded inside the GEMM tiles) and bf16 activations, fp32 arithmetic
+// and accumulation; fp32 LoRA weights, gradients and loss. Gradient checkpointing is always on (every
+// layer's bf16 input is kept). Every device buffer is allocated by the *_init functions; a step allocates
+// nothing and makes the host wait only in model_cuda_loss_read (see model/cuda/model.cu's header).
 #if GPTOSS_HAVE_CUDA
 typedef struct model_cuda model_cuda;
 // Uploads every weight (GT_EUNSUPPORTED without a GPU; GT_ENOMEM naming the size when it does not fit).
@@ -421,19 +420,26 @@ void model_cuda_lora_upload(model_cuda_lora *l, const float *params);          /
 void model_cuda_lora_download(const model_cuda_lora *l, float *params, float *grads); // either may be NULL
 void model_cuda_lora_grads_zero(model_cuda_lora *l);
 
-// Workspace for batches of up to max_T tokens and LoRA rank lora_rank.
+// Workspace for batches of up to max_T tokens and LoRA rank lora_rank; n_stage: the batches queued between
+// two loss reads (a step's micro-batches) that go up without a host wait (a further one waits first).
 typedef struct model_cuda_ws model_cuda_ws;
-gt_status model_cuda_ws_init(model_cuda_ws **ws, const model_cuda *mc, int lora_rank, int max_T, gt_error *err);
+gt_status model_cuda_ws_init(model_cuda_ws **ws, const model_cuda *mc, int lora_rank, int max_T, int n_stage,
+                             gt_error *err);
 size_t model_cuda_ws_bytes(const model_cuda_ws *ws);
 void model_cuda_ws_free(model_cuda_ws *ws);
-// As model_forward_loss / model_forward_backward (lora may be NULL: the base model). The batch lives on
-// the host; a batch that does not fit the model or ws is an error.
+// As model_forward_loss (lora may be NULL: the base model); waits for its result. The batch lives on the
+// host; a batch that does not fit the model or ws is an error.
 gt_status model_cuda_forward_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora,
                                   const model_batch *b, double *loss_sum, int64_t *n_targets, float *token_loss,
                                   gt_error *err);
+// As model_forward_backward, but only queued: the batch's loss sum is added to a device double
+// (model_cuda_loss_dev, for the optimizer's skip check) that model_cuda_loss_read returns and clears.
 gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_cuda *mc, model_cuda_lora *lora,
-                                      const model_batch *b, float grad_scale, double *loss_sum, int64_t *n_targets,
-                                      gt_error *err);
+                                      const model_batch *b, float grad_scale, int64_t *n_targets, gt_error *err);
+const double *model_cuda_loss_dev(const model_cuda_ws *ws);
+// The step's one host wait: the loss sum of the batches since the last read (everything queued before it is
+// done when it returns).
+double model_cuda_loss_read(model_cuda_ws *ws);
 #endif
 
 #endif

@@ -7,10 +7,13 @@
 //   2. A 2-layer full-width model (the gpt-oss-20b preset: hidden 2880, 64/8 heads, 32 experts top-4,
 //      random MXFP4 experts, vocabulary cut to 2048): base-model loss GPU vs CPU; then the GPU's
 //      forward + backward with LoRA r 8 on every target must give the same loss and finite gradients.
+//   3. The step never makes the host wait before its loss read: the tiny model's two micro-batches and the
+//      optimizer's clip_step queued behind a stream hold (core/cuda_rt.h), the loss read then equal to the
+//      two forward losses; and a third batch beyond the workspace's staging slots does wait (the guard).
 // Both models' bf16-stored weights are rounded to bf16 for the CPU too, so the remaining difference is
-// the GPU's rounding of GEMM inputs (activations) to bf16: 2^-9 relative per element, compounded over
-// the layers. Tolerances: loss 5e-3 relative (the issue asks eval losses to agree to 1e-2), LoRA
-// gradients 3e-2 norm-wise per tensor.
+// the GPU's bf16 activations (each stored activation rounded once: 2^-9 relative per element, compounded
+// over the layers and through the residual stream). Tolerances: loss 5e-3 relative (the issue asks eval
+// losses to agree to 1e-2), LoRA gradients 3e-2 norm-wise per tensor.
 #include "core/core.h"
 
 #if !GPTOSS_HAVE_CUDA
@@ -23,6 +26,7 @@ int main(void) {
 #include "cpu_tiny.h"
 #include "gpu_test.h"
 #include "lora/lora.h"
+#include "optim/optim.h"
 
 static void round_model_bf16(model *m) {
     const model_config *c = &m->cfg;
@@ -65,13 +69,14 @@ static void test_tiny(void) {
     model_cuda_ws *cw;
     CHECK(model_cuda_init(&mc, &m, &err) == GT_OK);
     CHECK(model_cuda_lora_init(&cl, mc, &la.ml, la.params, la.grads, la.n_params, &err) == GT_OK);
-    CHECK(model_cuda_ws_init(&cw, mc, spec.rank, 32, &err) == GT_OK);
+    CHECK(model_cuda_ws_init(&cw, mc, spec.rank, 32, 1, &err) == GT_OK);
     double gl = 0, cl_ = 0, gl_fwd = 0;
     int64_t gn = 0, cn = 0;
     float *gtok = xmalloc(T * 4), *ctok = xmalloc(T * 4);
     CHECK(model_cuda_forward_loss(cw, mc, cl, &tb.b, &gl_fwd, &gn, gtok, &err) == GT_OK);
     const float gscale = 1.0f / 20.0f;
-    CHECK(model_cuda_forward_backward(cw, mc, cl, &tb.b, gscale, &gl, &gn, &err) == GT_OK);
+    CHECK(model_cuda_forward_backward(cw, mc, cl, &tb.b, gscale, &gn, &err) == GT_OK);
+    gl = model_cuda_loss_read(cw);
     float *ggrad = xmalloc(la.n_params * 4);
     model_cuda_lora_download(cl, NULL, ggrad);
     model_ws *ws;
@@ -174,7 +179,7 @@ static void test_full_width(void) {
     model_cuda *mc;
     model_cuda_ws *cw;
     CHECK(model_cuda_init(&mc, &m, &err) == GT_OK);
-    CHECK(model_cuda_ws_init(&cw, mc, 8, 64, &err) == GT_OK);
+    CHECK(model_cuda_ws_init(&cw, mc, 8, 64, 1, &err) == GT_OK);
     CHECK(model_cuda_forward_loss(cw, mc, NULL, &tb.b, &gl, &gn, NULL, &err) == GT_OK);
     printf("full width (2 layers, D 2880, 32 experts MXFP4): mean loss gpu %.6f cpu %.6f\n", gl / gn, cl_ / cn);
     float fg = (float)gl, fc = (float)cl_;
@@ -187,7 +192,8 @@ static void test_full_width(void) {
     CHECK(model_cuda_lora_init(&cl, mc, &la.ml, la.params, la.grads, la.n_params, &err) == GT_OK);
     double gl_lora = 0;
     CHECK(model_cuda_forward_loss(cw, mc, cl, &tb.b, &gl_lora, &gn, NULL, &err) == GT_OK);
-    CHECK(model_cuda_forward_backward(cw, mc, cl, &tb.b, 1.0f / (float)gn, &gl2, &gn, &err) == GT_OK);
+    CHECK(model_cuda_forward_backward(cw, mc, cl, &tb.b, 1.0f / (float)gn, &gn, &err) == GT_OK);
+    gl2 = model_cuda_loss_read(cw);
     float *g = xmalloc(la.n_params * 4);
     model_cuda_lora_download(cl, NULL, g);
     size_t nonfinite = 0, zero = 0;
@@ -208,16 +214,90 @@ static void test_full_width(void) {
     free(own);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// 3. No host wait inside a step.
+
+// One training step as the trainer queues it: zero grads, n micro-batches, clip + update; nothing waits.
+static void step_queue(model_cuda_ws *cw, const model_cuda *mc, model_cuda_lora *cl, optim_cuda *oc,
+                       const model_batch *mb, int n) {
+    gt_error err = {0};
+    int64_t nt;
+    model_cuda_lora_grads_zero(cl);
+    for (int k = 0; k < n; k++) CHECK(model_cuda_forward_backward(cw, mc, cl, &mb[k], 0.05f, &nt, &err) == GT_OK);
+    optim_cuda_clip_step(oc, 1.0, 1e-3, model_cuda_loss_dev(cw));
+}
+
+static void test_step_no_wait(void) {
+    model_config c;
+    tiny_config(&c, 2, 300);
+    model m;
+    cpu_tiny_init(&m, &c, 4243, 3.0f);
+    lora_spec spec = {4, 8.0, 0, (1u << LT_COUNT) - 1};
+    lora_adapter la;
+    gt_error err = {0};
+    CHECK(lora_adapter_init(&la, &c, &spec, 7, &err) == GT_OK);
+    lora_randomize(&la, 98, 0.2f);
+    const int lens1[2] = {13, 10}, lens2[1] = {17};
+    tiny_batch b1, b2;
+    tiny_batch_init(&b1, lens1, 2, c.vocab, 6);
+    tiny_batch_init(&b2, lens2, 1, c.vocab, 7);
+    const model_batch mb[3] = {b1.b, b2.b, b1.b};
+    optim_segment *segs = xmalloc((size_t)la.n_segs * sizeof *segs);
+    for (int i = 0; i < la.n_segs; i++)
+        segs[i] = (optim_segment){la.params + la.segs[i].offset, la.grads + la.segs[i].offset, la.segs[i].n};
+    optim_config ocfg = {OPTIM_ADAMW_8BIT, 0.9, 0.999, 1e-8, 0.01, OPTIM_MIN_8BIT_SIZE};
+    optim opt;
+    CHECK(optim_init(&opt, &ocfg, segs, la.n_segs, &err) == GT_OK);
+    model_cuda *mc;
+    model_cuda_lora *cl;
+    model_cuda_ws *cw;
+    optim_cuda *oc;
+    CHECK(model_cuda_init(&mc, &m, &err) == GT_OK);
+    CHECK(model_cuda_lora_init(&cl, mc, &la.ml, la.params, la.grads, la.n_params, &err) == GT_OK);
+    CHECK(model_cuda_ws_init(&cw, mc, spec.rank, 32, 2, &err) == GT_OK);
+    CHECK(optim_cuda_init(&oc, &opt, la.params, la.grads, la.n_params, model_cuda_lora_params(cl),
+                          model_cuda_lora_grads(cl), &err) == GT_OK);
+    // Warm-up step, not held: CUDA loads kernels and cuBLASLt makes its plans at their first use (that waits).
+    step_queue(cw, mc, cl, oc, mb, 2);
+    optim_cuda_finish(oc, model_cuda_loss_read(cw));
+    // The reference: the two batches' forward losses with the parameters the held step starts from (the
+    // forward-only loss equals the forward+backward one bit for bit, test 1).
+    double l1 = 0, l2 = 0;
+    int64_t n;
+    CHECK(model_cuda_forward_loss(cw, mc, cl, &b1.b, &l1, &n, NULL, &err) == GT_OK);
+    CHECK(model_cuda_forward_loss(cw, mc, cl, &b2.b, &l2, &n, NULL, &err) == GT_OK);
+    cuda_hold_begin(10.0);
+    step_queue(cw, mc, cl, oc, mb, 2);
+    check_true("step (2 micro-batches + clip + 8-bit AdamW) queued without a host wait", cuda_hold_end());
+    double loss = model_cuda_loss_read(cw), norm = optim_cuda_finish(oc, loss);
+    char what[160];
+    snprintf(what, sizeof what, "step loss read %.9g = the two forward losses %.9g (norm %.4g)", loss, l1 + l2, norm);
+    check_true(what, loss == l1 + l2 && isfinite(norm));
+    // A third batch with 2 staging slots: the workspace must wait before reusing a slot (2 s hold).
+    cuda_hold_begin(2.0);
+    step_queue(cw, mc, cl, oc, mb, 3);
+    check_true("a 3rd batch on 2 staging slots waits for the device first", !cuda_hold_end());
+    optim_cuda_finish(oc, model_cuda_loss_read(cw));
+    optim_cuda_free(oc);
+    optim_free(&opt);
+    free(segs);
+    model_cuda_ws_free(cw);
+    model_cuda_lora_free(cl);
+    model_cuda_free(mc);
+    tiny_batch_free(&b1), tiny_batch_free(&b2);
+    lora_adapter_free(&la);
+    cpu_tiny_free(&m);
+}
+
 int main(int argc, char **argv) {
     if (cuda_device_count() == 0) {
         printf("skipped: no GPU\n");
         return 77;
     }
     test_tiny();
+    test_step_no_wait();
     // The full-width model takes ~1 GB of host memory and a few seconds; `--tiny` skips it (sanitizer runs).
     if (!(argc > 1 && !strcmp(argv[1], "--tiny"))) test_full_width();
-    cuda_gemm_free();
-    printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "passed", g_failures);
-    return g_failures ? 1 : 0;
+    return gpu_test_finish();
 }
 #endif

@@ -121,7 +121,7 @@ void cuda_ce_forward(double *lse, float *loss, const uint16_t *h, const uint16_t
 // dh (T, D) = g * d/dh sum(loss) (overwritten).
 void cuda_ce_backward(float *dh, const uint16_t *h, const uint16_t *w, const int32_t *targets, const double *lse,
                       int T, int D, int V, float g, cuda_ce_scratch *s);
-// *out (one double on the device) = sum of loss[t] over t with targets[t] >= 0, in order.
+// *out (one double on the device) += sum of loss[t] over t with targets[t] >= 0, in a fixed order.
 void cuda_loss_sum(double *out, const float *loss, const int32_t *targets, int T);
 
 // ---------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ __global__ void loss_sum_kernel(double *out, const float *loss, const int32_t *t
         if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *out = sh[0];
+    if (threadIdx.x == 0) *out += sh[0];
 }
 
 extern "C" void cuda_loss_sum(double *out, const float *loss, const int32_t *targets, int T) {

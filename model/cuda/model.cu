@@ -5,16 +5,21 @@
 // R LoRA rank, V vocab, L layers, Q = H*HD, KV = KVH*HD.
 //
 // Precision: weights bf16 (experts 4-bit as loaded, decoded inside moe.cu's GEMM tiles), except the norms,
-// biases, sinks and router (fp32, so expert choices match the CPU's); activations, gradients and the loss fp32
-// (sums of the loss in double); dense GEMMs bf16 x bf16 with fp32 accumulation, LoRA GEMMs fp32.
+// biases, sinks and router (fp32); every activation the step keeps bf16 (the residual stream, the normed
+// inputs, q/k/v after RoPE, the attention output, the experts' gate/up/act/y), each rounded once from fp32
+// arithmetic; activation gradients, softmax statistics, router logits and the loss fp32 (sums of the loss in
+// double); dense GEMMs bf16 x bf16 with fp32 accumulation into fp32 scratch (pf) where bias, LoRA and RoPE are
+// added before the rounding; LoRA GEMMs fp32 on an fp32 copy (xf) of their bf16 input.
 //
 // Memory: three device arenas, each allocated once: the weights (model_cuda_init), the LoRA params and
 // grads (model_cuda_lora_init) and the workspace (model_cuda_ws_init, sized from the config, R and max_T).
 // The workspace keeps every layer's input (resid, (L+1, T, D)) and one layer's activations: the backward
 // recomputes each layer from its input (the last one is still in place after the forward).
-// Host synchronisation in a step: only the loss read at its end. The batch goes up asynchronously from a
-// pinned staging buffer (reused by the next call: every call ends with that read, so the copy is done), and
-// moe.cu keeps the expert row counts on the device.
+// Host synchronisation: none inside model_cuda_forward_backward; its loss sum stays on the device
+// (ws->loss_sum, += per batch) until model_cuda_loss_read, the step's one wait. Batches go up asynchronously
+// from pinned staging slots, one per batch queued since the last read (n_stage of them; a further batch
+// waits for the device first so that no slot is overwritten while its copy may be pending), and moe.cu
+// keeps the expert row counts on the device.
 #include "model/cuda/common.cuh"
 extern "C" {
 #include "model/cpu/ops.h"
@@ -276,32 +281,35 @@ extern "C" void model_cuda_lora_grads_zero(model_cuda_lora *l) { cuda_memset(l->
 // Workspace
 
 struct model_cuda_ws {
-    int max_T, R, L;
+    int max_T, R, L, n_stage, staged;
     cuda_arena arena;
     int32_t *ids, *pos, *doc, *targets, *doc_lo, *doc_hi; // (T)
-    int32_t *stage;           // pinned host (4, max_T): ids, pos, doc, targets on their way up
+    int32_t *stage;           // pinned host (n_stage, 4, max_T): ids, pos, doc, targets on their way up
     float *cos_t, *sin_t;     // (T, HD/2)
-    float *resid;             // (L+1, T, D)
-    // one layer's activations
-    float *a, *rstd1;         // (T, D), (T)
-    uint16_t *a_bf;           // (T, D)
-    float *q, *k, *v;         // (T, Q), (T, KV) x2
-    float *zq, *zk, *zv, *zo; // (T, R)
-    float *att;               // (T, Q)
-    uint16_t *att_bf;         // (T, Q)
+    uint16_t *resid;          // (L+1, T, D) bf16: every layer's input, and the last output
+    // one layer's activations (bf16) and statistics
+    uint16_t *a;              // (T, D) attention-normed input
+    float *rstd1;             // (T)
+    uint16_t *q, *k, *v;      // (T, Q), (T, KV) x2, after RoPE
+    float *zq, *zk, *zv, *zo; // (T, R) LoRA intermediates
+    uint16_t *att;            // (T, Q)
     float *amax, *aden;       // (T, H)
-    float *hmid, *mn, *rstd2; // (T, D) x2, (T)
+    uint16_t *hmid, *mn;      // (T, D) x2: after attention, and MLP-normed
+    float *rstd2;             // (T)
     int32_t *sel;             // (T, K)
     float *rw;                // (T, K)
     float *rlogits;           // (T, E), its gradient in backward
     cuda_moe_acts moe;
     cuda_moe_scratch ms;
+    // fp32 scratch
+    float *pf;                // (T, max(Q, D)) a projection's GEMM + bias + LoRA before rounding
+    float *xf;                // (T, max(Q, D)) fp32 copy of a projection's bf16 input (LoRA, router)
     // head and loss
-    float *hn, *rstd_f;       // (T, D), (T)
-    uint16_t *hn_bf;          // (T, D)
+    uint16_t *hn;             // (T, D) final-normed
+    float *rstd_f;            // (T)
     double *lse;              // (T)
     float *tok_loss;          // (T)
-    double *loss_sum;         // (1)
+    double *loss_sum;         // (2): [0] the batches' sum since the last model_cuda_loss_read, [1] forward_loss's
     cuda_ce_scratch ce;
     // gradients
     float *dh, *dtmp;         // (T, D)
@@ -322,27 +330,29 @@ static void ws_layout(model_cuda_ws *w, const model_config *c) {
     w->ids = TAKE(a, int32_t, T), w->pos = TAKE(a, int32_t, T), w->doc = TAKE(a, int32_t, T);
     w->targets = TAKE(a, int32_t, T), w->doc_lo = TAKE(a, int32_t, T), w->doc_hi = TAKE(a, int32_t, T);
     w->cos_t = TAKE(a, float, T * HF), w->sin_t = TAKE(a, float, T * HF);
-    w->resid = TAKE(a, float, (size_t)(w->L + 1) * T * D);
-    w->a = TAKE(a, float, T * D), w->rstd1 = TAKE(a, float, T), w->a_bf = TAKE(a, uint16_t, T * D);
-    w->q = TAKE(a, float, T * Q), w->k = TAKE(a, float, T * KV), w->v = TAKE(a, float, T * KV);
+    const size_t QD = Q > D ? Q : D;
+    w->resid = TAKE(a, uint16_t, (size_t)(w->L + 1) * T * D);
+    w->a = TAKE(a, uint16_t, T * D), w->rstd1 = TAKE(a, float, T);
+    w->q = TAKE(a, uint16_t, T * Q), w->k = TAKE(a, uint16_t, T * KV), w->v = TAKE(a, uint16_t, T * KV);
     w->zq = TAKE(a, float, T * R), w->zk = TAKE(a, float, T * R), w->zv = TAKE(a, float, T * R);
     w->zo = TAKE(a, float, T * R);
-    w->att = TAKE(a, float, T * Q), w->att_bf = TAKE(a, uint16_t, T * Q);
+    w->att = TAKE(a, uint16_t, T * Q);
     w->amax = TAKE(a, float, T * H), w->aden = TAKE(a, float, T * H);
-    w->hmid = TAKE(a, float, T * D), w->mn = TAKE(a, float, T * D), w->rstd2 = TAKE(a, float, T);
+    w->hmid = TAKE(a, uint16_t, T * D), w->mn = TAKE(a, uint16_t, T * D), w->rstd2 = TAKE(a, float, T);
+    w->pf = TAKE(a, float, T * QD), w->xf = TAKE(a, float, T * QD);
     w->sel = TAKE(a, int32_t, S), w->rw = TAKE(a, float, S), w->rlogits = TAKE(a, float, T * E);
     cuda_moe_acts *m = &w->moe;
     m->off = TAKE(a, int32_t, E + 1), m->tok = TAKE(a, int32_t, S), m->kof = TAKE(a, int32_t, S);
     m->tiles = TAKE(a, int32_t, 2 * (size_t)cuda_moe_max_tiles((int)S, (int)E));
     m->slot = TAKE(a, int32_t, S);
-    m->gate = TAKE(a, float, S * I), m->up = TAKE(a, float, S * I), m->act = TAKE(a, float, S * I);
+    m->gate = TAKE(a, uint16_t, S * I), m->up = TAKE(a, uint16_t, S * I), m->act = TAKE(a, uint16_t, S * I);
     m->zg = TAKE(a, float, S * R), m->zu = TAKE(a, float, S * R), m->zd = TAKE(a, float, S * R);
-    m->y = TAKE(a, float, S * D);
+    m->y = TAKE(a, uint16_t, S * D);
     cuda_moe_scratch *s = &w->ms;
     s->dact = TAKE(a, float, S * I), s->dup = TAKE(a, float, S * I), s->dz = TAKE(a, float, S * R);
     s->dxs = TAKE(a, float, S * D);
-    w->hn = TAKE(a, float, T * D), w->rstd_f = TAKE(a, float, T), w->hn_bf = TAKE(a, uint16_t, T * D);
-    w->lse = TAKE(a, double, T), w->tok_loss = TAKE(a, float, T), w->loss_sum = TAKE(a, double, 1);
+    w->hn = TAKE(a, uint16_t, T * D), w->rstd_f = TAKE(a, float, T);
+    w->lse = TAKE(a, double, T), w->tok_loss = TAKE(a, float, T), w->loss_sum = TAKE(a, double, 2);
     w->ce.logits = TAKE(a, float, T * CUDA_CE_CHUNK), w->ce.dl = TAKE(a, uint16_t, T * CUDA_CE_CHUNK);
     w->ce.mx = TAKE(a, float, T), w->ce.tl = TAKE(a, float, T), w->ce.sum = TAKE(a, double, T);
     w->dh = TAKE(a, float, T * D), w->dtmp = TAKE(a, float, T * D);
@@ -353,12 +363,13 @@ static void ws_layout(model_cuda_ws *w, const model_config *c) {
 }
 
 extern "C" gt_status model_cuda_ws_init(model_cuda_ws **out, const model_cuda *mc, int lora_rank, int max_T,
-                                        gt_error *err) {
+                                        int n_stage, gt_error *err) {
     *out = NULL;
     if (max_T < 1) return gt_fail(err, GT_EINVAL, "GPU workspace: max tokens %d must be at least 1", max_T);
+    if (n_stage < 1) return gt_fail(err, GT_EINVAL, "GPU workspace: %d batches per loss read must be at least 1", n_stage);
     if (lora_rank < 0) return gt_fail(err, GT_EINVAL, "GPU workspace: LoRA rank %d must not be negative", lora_rank);
     model_cuda_ws *w = (model_cuda_ws *)xcalloc(1, sizeof *w);
-    w->max_T = max_T, w->R = lora_rank, w->L = mc->cfg.n_layers;
+    w->max_T = max_T, w->R = lora_rank, w->L = mc->cfg.n_layers, w->n_stage = n_stage;
     ws_layout(w, &mc->cfg);
     gt_status st = cuda_arena_alloc(&w->arena, "GPU workspace", err);
     if (st != GT_OK) {
@@ -366,7 +377,8 @@ extern "C" gt_status model_cuda_ws_init(model_cuda_ws **out, const model_cuda *m
         return st;
     }
     ws_layout(w, &mc->cfg);
-    w->stage = (int32_t *)cuda_host_alloc((size_t)4 * max_T * sizeof(int32_t));
+    cuda_memset(w->loss_sum, 0, 2 * sizeof(double));
+    w->stage = (int32_t *)cuda_host_alloc((size_t)n_stage * 4 * max_T * sizeof(int32_t));
     *out = w;
     return GT_OK;
 }
@@ -392,8 +404,13 @@ static gt_status batch_upload(model_cuda_ws *ws, const model_cuda *mc, const mod
     const size_t bytes = (size_t)b->T * sizeof(int32_t);
     int32_t *const dst[4] = {ws->ids, ws->pos, ws->doc, ws->targets};
     const int32_t *const src[4] = {b->ids, b->pos, b->doc, b->targets};
+    if (ws->staged == ws->n_stage) { // every slot may still be in flight: wait (see the file header)
+        cuda_sync();
+        ws->staged = 0;
+    }
+    int32_t *slot = ws->stage + (size_t)ws->staged++ * 4 * ws->max_T;
     for (int i = 0; i < 4; i++) {
-        int32_t *stage = ws->stage + (size_t)i * ws->max_T;
+        int32_t *stage = slot + (size_t)i * ws->max_T;
         if (!src[i]) { // no targets: -1
             cuda_memset(dst[i], 0xff, bytes);
             continue;
@@ -409,23 +426,35 @@ static cpu_attn_dims attn_dims(const model_config *c, int l, int T) {
     return d;
 }
 
-// y (T, out) = x W^T + b (+ LoRA through the funnel; x fp32 for LoRA, x_bf for the base GEMM).
-static void proj_forward(float *y, float *z, const float *x, const uint16_t *x_bf, const uint16_t *W, const float *b,
+// y (T, out) fp32 = x W^T + b (+ LoRA through the funnel; x bf16 for the base GEMM, xf its fp32 copy, made
+// by lora_input, for the LoRA path).
+static void proj_forward(float *y, float *z, const float *xf, const uint16_t *x, const uint16_t *W, const float *b,
                          const lora_pair *p, const model_lora *lora, int T, int in, int out) {
-    cuda_gemm(CUDA_GEMM_BF16, 0, 1, T, out, in, 1.0f, x_bf, in, W, in, 0.0f, y, out);
+    cuda_gemm(CUDA_GEMM_BF16, 0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     cuda_add_bias(y, b, T, out);
-    if (p) cuda_lora_forward(y, z, x, p, T, in, out, lora->rank, lora->scale);
+    if (p) cuda_lora_forward(y, z, xf, p, T, in, out, lora->rank, lora->scale);
 }
 
-// dx (T, in) (= or +=) dy W (+ the LoRA path; dA/dB +=).
-static void proj_backward(model_cuda_ws *ws, float *dx, int accumulate, const float *dy, const float *x, const float *z,
+// dx (T, in) (= or +=) dy W (+ the LoRA path on xf; dA/dB +=).
+static void proj_backward(model_cuda_ws *ws, float *dx, int accumulate, const float *dy, const float *xf, const float *z,
                           const uint16_t *W, const lora_pair *p, const model_lora *lora, int T, int in, int out) {
     cuda_cast_bf16(ws->g_bf, dy, (size_t)T * out);
     cuda_gemm(CUDA_GEMM_BF16, 0, 0, T, in, out, 1.0f, ws->g_bf, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
-    if (p) cuda_lora_backward(dx, ws->dz, dy, x, z, p, T, in, out, lora->rank, lora->scale);
+    if (p) cuda_lora_backward(dx, ws->dz, dy, xf, z, p, T, in, out, lora->rank, lora->scale);
 }
 
-static float *resid_at(model_cuda_ws *ws, int l, int T, int D) { return ws->resid + (size_t)l * T * D; }
+// ws->xf = the fp32 copy of x (T, n) when layer l has LoRA on one of the n_t targets reading it.
+static void lora_input(model_cuda_ws *ws, const model_lora *lora, int l, const lora_target *t, int n_t,
+                       const uint16_t *x, size_t n) {
+    for (int i = 0; i < n_t; i++)
+        if (cpu_lora_pick(lora, l, t[i], 0)) {
+            cuda_cast_f32(ws->xf, x, n);
+            return;
+        }
+}
+static const lora_target QKV[3] = {LT_Q, LT_K, LT_V}, O[1] = {LT_O};
+
+static uint16_t *resid_at(model_cuda_ws *ws, int l, int T, int D) { return ws->resid + (size_t)l * T * D; }
 
 static const model_lora *lora_of(const model_cuda_lora *l) { return l ? &l->ml : NULL; }
 
@@ -442,32 +471,36 @@ static cuda_moe_lora moe_lora_of(const model_cuda_lora *cl, int l, int E) {
 }
 
 static void layer_forward(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *cl, int l, int T,
-                          const float *x, float *out) {
+                          const uint16_t *x, uint16_t *out) {
     const model_config *c = &mc->cfg;
     const model_lora *lora = lora_of(cl);
     const cuda_layer_w *W = &mc->layers[l];
-    const int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, E = c->n_experts;
-    cuda_rmsnorm_forward(ws->a, ws->a_bf, ws->rstd1, x, W->attn_norm, T, D, c->rms_eps);
-    proj_forward(ws->q, ws->zq, ws->a, ws->a_bf, W->wq, W->bq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
-    proj_forward(ws->k, ws->zk, ws->a, ws->a_bf, W->wk, W->bk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
-    proj_forward(ws->v, ws->zv, ws->a, ws->a_bf, W->wv, W->bv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
-    cuda_rope_forward(ws->q, ws->cos_t, ws->sin_t, T, c->n_heads, c->head_dim);
-    cuda_rope_forward(ws->k, ws->cos_t, ws->sin_t, T, c->n_kv_heads, c->head_dim);
+    const int D = c->hidden, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, E = c->n_experts;
+    const int Q = H * HD, KV = KVH * HD;
+    cuda_rmsnorm_forward(ws->a, ws->rstd1, x, W->attn_norm, T, D, c->rms_eps);
+    lora_input(ws, lora, l, QKV, 3, ws->a, (size_t)T * D);
+    proj_forward(ws->pf, ws->zq, ws->xf, ws->a, W->wq, W->bq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
+    cuda_rope_forward(ws->q, ws->pf, ws->cos_t, ws->sin_t, T, H, HD);
+    proj_forward(ws->pf, ws->zk, ws->xf, ws->a, W->wk, W->bk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
+    cuda_rope_forward(ws->k, ws->pf, ws->cos_t, ws->sin_t, T, KVH, HD);
+    proj_forward(ws->pf, ws->zv, ws->xf, ws->a, W->wv, W->bv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
+    cuda_cast_bf16(ws->v, ws->pf, (size_t)T * KV);
     cuda_attention_forward(ws->att, ws->amax, ws->aden, ws->q, ws->k, ws->v, W->sinks, ws->doc_lo, attn_dims(c, l, T));
-    cuda_cast_bf16(ws->att_bf, ws->att, (size_t)T * Q);
-    proj_forward(ws->hmid, ws->zo, ws->att, ws->att_bf, W->wo, W->bo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
-    cuda_add(ws->hmid, x, ws->hmid, (size_t)T * D);
-    cuda_rmsnorm_forward(ws->mn, NULL, ws->rstd2, ws->hmid, W->mlp_norm, T, D, c->rms_eps);
-    cuda_gemm(CUDA_GEMM_F32, 0, 1, T, E, D, 1.0f, ws->mn, D, W->router_w, D, 0.0f, ws->rlogits, E);
+    lora_input(ws, lora, l, O, 1, ws->att, (size_t)T * Q);
+    proj_forward(ws->pf, ws->zo, ws->xf, ws->att, W->wo, W->bo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
+    cuda_residual(ws->hmid, x, ws->pf, (size_t)T * D);
+    cuda_rmsnorm_forward(ws->mn, ws->rstd2, ws->hmid, W->mlp_norm, T, D, c->rms_eps);
+    cuda_cast_f32(ws->xf, ws->mn, (size_t)T * D); // the router stays fp32 (as the CPU's)
+    cuda_gemm(CUDA_GEMM_F32, 0, 1, T, E, D, 1.0f, ws->xf, D, W->router_w, D, 0.0f, ws->rlogits, E);
     cuda_add_bias(ws->rlogits, W->router_b, T, E);
     cuda_router_forward(ws->sel, ws->rw, ws->rlogits, T, E, c->top_k);
     const cuda_moe_lora ml = moe_lora_of(cl, l, E);
-    cuda_moe_forward(out, ws->hmid, ws->mn, ws->sel, ws->rw, &W->moe, c, &ml, T, &ws->moe);
+    cuda_moe_forward(out, ws->hmid, ws->mn, ws->sel, ws->rw, &W->moe, c, &ml, T, &ws->moe, &ws->ms);
 }
 
 // dh (T, D): in, the gradient of the layer output; out, the gradient of its input x.
 static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *cl, int l, int T,
-                           const float *x) {
+                           const uint16_t *x) {
     const model_config *c = &mc->cfg;
     const model_lora *lora = lora_of(cl);
     const cuda_layer_w *W = &mc->layers[l];
@@ -477,36 +510,39 @@ static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_
     cuda_router_backward(ws->rlogits, ws->drw, ws->rw, ws->sel, T, E, c->top_k);
     cuda_gemm(CUDA_GEMM_F32, 0, 0, T, D, E, 1.0f, ws->rlogits, E, W->router_w, D, 1.0f, ws->dtmp, D);
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, ws->hmid, W->mlp_norm, ws->rstd2, T, D); // dh is now d hmid
-    proj_backward(ws, ws->datt, 0, ws->dh, ws->att, ws->zo, W->wo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
+    lora_input(ws, lora, l, O, 1, ws->att, (size_t)T * Q);
+    proj_backward(ws, ws->datt, 0, ws->dh, ws->xf, ws->zo, W->wo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
     cuda_attention_backward(ws->dq, ws->dk, ws->dv, ws->Dt, ws->datt, ws->att, ws->q, ws->k, ws->v, ws->doc_lo,
                             ws->doc_hi, ws->amax, ws->aden, attn_dims(c, l, T));
     cuda_rope_backward(ws->dq, ws->cos_t, ws->sin_t, T, c->n_heads, c->head_dim);
     cuda_rope_backward(ws->dk, ws->cos_t, ws->sin_t, T, c->n_kv_heads, c->head_dim);
-    proj_backward(ws, ws->dtmp, 0, ws->dq, ws->a, ws->zq, W->wq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
-    proj_backward(ws, ws->dtmp, 1, ws->dk, ws->a, ws->zk, W->wk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
-    proj_backward(ws, ws->dtmp, 1, ws->dv, ws->a, ws->zv, W->wv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
+    lora_input(ws, lora, l, QKV, 3, ws->a, (size_t)T * D);
+    proj_backward(ws, ws->dtmp, 0, ws->dq, ws->xf, ws->zq, W->wq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
+    proj_backward(ws, ws->dtmp, 1, ws->dk, ws->xf, ws->zk, W->wk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
+    proj_backward(ws, ws->dtmp, 1, ws->dv, ws->xf, ws->zv, W->wv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, x, W->attn_norm, ws->rstd1, T, D); // dh is now d x
 }
 
-// Embedding, every layer, final norm and the loss: ws->tok_loss, ws->lse; returns the loss sum (reads it).
-// Queues the forward and the loss; the sum lands in ws->loss_sum (read with loss_read once all the step's
-// work is queued).
-static void model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora, int T) {
+// Embedding, every layer, final norm and the loss: ws->tok_loss, ws->lse, and *sum (a device double) += the
+// batch's loss sum. Queues only.
+static void model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_cuda_lora *lora, int T, double *sum) {
     const model_config *c = &mc->cfg;
     const int D = c->hidden;
     cuda_doc_bounds(ws->doc_lo, ws->doc_hi, ws->doc, T);
     cuda_rope_tables(ws->cos_t, ws->sin_t, ws->pos, mc->inv_freq, mc->attn_factor, T, c->head_dim / 2);
     cuda_embed(resid_at(ws, 0, T, D), mc->embed, ws->ids, T, D);
     for (int l = 0; l < c->n_layers; l++) layer_forward(ws, mc, lora, l, T, resid_at(ws, l, T, D), resid_at(ws, l + 1, T, D));
-    cuda_rmsnorm_forward(ws->hn, ws->hn_bf, ws->rstd_f, resid_at(ws, c->n_layers, T, D), mc->norm, T, D, c->rms_eps);
-    cuda_ce_forward(ws->lse, ws->tok_loss, ws->hn_bf, mc->lm_head, ws->targets, T, D, c->vocab, &ws->ce);
-    cuda_loss_sum(ws->loss_sum, ws->tok_loss, ws->targets, T);
+    cuda_rmsnorm_forward(ws->hn, ws->rstd_f, resid_at(ws, c->n_layers, T, D), mc->norm, T, D, c->rms_eps);
+    cuda_ce_forward(ws->lse, ws->tok_loss, ws->hn, mc->lm_head, ws->targets, T, D, c->vocab, &ws->ce);
+    cuda_loss_sum(sum, ws->tok_loss, ws->targets, T);
 }
 
-// The step's one host synchronisation: the loss for the log.
-static double loss_read(const model_cuda_ws *ws) {
+// The host wait: reads the device double at p and zeroes it (the staging slots are free again after it).
+static double loss_take(model_cuda_ws *ws, double *p) {
     double s = 0.0;
-    cuda_d2h(&s, ws->loss_sum, sizeof s);
+    cuda_d2h(&s, p, sizeof s);
+    cuda_memset(p, 0, sizeof s);
+    ws->staged = 0;
     return s;
 }
 
@@ -515,30 +551,33 @@ extern "C" gt_status model_cuda_forward_loss(model_cuda_ws *ws, const model_cuda
                                              float *token_loss, gt_error *err) {
     gt_status st = batch_upload(ws, mc, lora_of(lora), b, 1, n_targets, err);
     if (st != GT_OK) return st;
-    model_run_loss(ws, mc, lora, b->T);
-    *loss_sum = loss_read(ws);
+    model_run_loss(ws, mc, lora, b->T, ws->loss_sum + 1);
+    *loss_sum = loss_take(ws, ws->loss_sum + 1);
     if (token_loss) cuda_d2h(token_loss, ws->tok_loss, (size_t)b->T * sizeof(float));
     return GT_OK;
 }
 
 extern "C" gt_status model_cuda_forward_backward(model_cuda_ws *ws, const model_cuda *mc, model_cuda_lora *lora,
-                                                 const model_batch *b, float grad_scale, double *loss_sum,
-                                                 int64_t *n_targets, gt_error *err) {
+                                                 const model_batch *b, float grad_scale, int64_t *n_targets,
+                                                 gt_error *err) {
     const model_lora *ml = lora_of(lora);
     gt_status st = batch_upload(ws, mc, ml, b, 1, n_targets, err);
     if (st != GT_OK) return st;
     const model_config *c = &mc->cfg;
     const int T = b->T, D = c->hidden;
-    model_run_loss(ws, mc, lora, T);
-    cuda_ce_backward(ws->dtmp, ws->hn_bf, mc->lm_head, ws->targets, ws->lse, T, D, c->vocab, grad_scale, &ws->ce);
+    model_run_loss(ws, mc, lora, T, ws->loss_sum);
+    cuda_ce_backward(ws->dtmp, ws->hn, mc->lm_head, ws->targets, ws->lse, T, D, c->vocab, grad_scale, &ws->ce);
     cuda_memset(ws->dh, 0, (size_t)T * D * sizeof(float));
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, resid_at(ws, c->n_layers, T, D), mc->norm, ws->rstd_f, T, D);
     for (int l = c->n_layers - 1; l >= 0; l--) {
-        float *x = resid_at(ws, l, T, D);
+        const uint16_t *x = resid_at(ws, l, T, D);
         // The last layer's activations are still those of the forward; every other layer is recomputed.
         if (l < c->n_layers - 1) layer_forward(ws, mc, lora, l, T, x, resid_at(ws, l + 1, T, D));
         layer_backward(ws, mc, lora, l, T, x);
     }
-    *loss_sum = loss_read(ws); // after the backward is queued: the device never waits for the host
     return GT_OK;
 }
+
+extern "C" const double *model_cuda_loss_dev(const model_cuda_ws *ws) { return ws->loss_sum; }
+
+extern "C" double model_cuda_loss_read(model_cuda_ws *ws) { return loss_take(ws, ws->loss_sum); }
