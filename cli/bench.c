@@ -8,7 +8,7 @@
 //   --steps N          timed steps after one warm-up step (default 5); the median is reported
 //   --json             one JSON object instead of the table
 // A step is what training does: zero the gradients, forward + backward (gradient checkpointing), global
-// grad-norm clip at 1.0, 8-bit AdamW; the host waits for the device at the end of each step.
+// grad-norm clip at 1.0, 8-bit AdamW, all queued; the host waits once per step, reading the loss (as the trainer).
 // FLOPs per token (the convention): 6 x the matmul parameters a token touches (attention
 // projections, router, its top-K experts, LM head): forward, checkpoint recompute and the backward's input
 // gradient (the base is frozen, so no weight gradients). Attention's own T x T work is printed apart.
@@ -154,7 +154,7 @@ int cmd_bench(int argc, char **argv) {
     optim_config ocfg = {OPTIM_ADAMW_8BIT, 0.9, 0.999, 1e-8, 0.0, OPTIM_MIN_8BIT_SIZE};
     if (model_cuda_init(&mc, &m, &err) || lora_adapter_init(&la, c, &spec, 0, &err) ||
         model_cuda_lora_init(&cl, mc, &la.ml, la.params, la.grads, la.n_params, &err) ||
-        model_cuda_ws_init(&ws, mc, R, NT, &err)) {
+        model_cuda_ws_init(&ws, mc, R, NT, 1, &err)) {
         fprintf(stderr, "gptoss bench: %s\n", err.msg);
         goto done;
     }
@@ -191,13 +191,13 @@ int cmd_bench(int argc, char **argv) {
     for (int step = -1; step < steps; step++) { // step -1: warm-up (plans, caches), not timed
         double ts = now_s();
         model_cuda_lora_grads_zero(cl);
-        if (model_cuda_forward_backward(ws, mc, cl, &b, 1.0f / (float)(NT - B), &loss, &n, &err)) {
+        if (model_cuda_forward_backward(ws, mc, cl, &b, 1.0f / (float)(NT - B), &n, &err)) {
             fprintf(stderr, "gptoss bench: %s\n", err.msg);
             goto done;
         }
-        optim_cuda_grad_clip(oc, 1.0);
-        optim_cuda_step(oc, 1e-4);
-        cuda_sync();
+        optim_cuda_clip_step(oc, 1.0, 1e-4, model_cuda_loss_dev(ws));
+        loss = model_cuda_loss_read(ws); // the step's one wait, as in the trainer
+        optim_cuda_finish(oc, loss);
         cuda_mem_sample();
         if (step >= 0) times[step] = now_s() - ts;
     }

@@ -13,8 +13,10 @@
 // Devices: one loop for both. device.type cuda (or auto with a GPU) puts the base weights, the adapter
 // (params and grads), the workspace and the optimizer state on the GPU after the host state is complete
 // (fresh or read from the checkpoint), so their *_init copies it up. The dev_* functions below are the
-// only places that differ: zero grads, forward(+backward), clip, optimizer step, and dev_sync, which
-// brings the adapter and optimizer state back to the host before a checkpoint or the PEFT export.
+// only places that differ: zero grads, forward(+backward), the update (clip, skip, optimizer step), and
+// dev_sync, which brings the adapter and optimizer state back to the host before a checkpoint or the PEFT
+// export. On the GPU a step queues its micro-batches and the update without waiting; the device itself skips
+// a non-finite update, and the host waits once, for the loss (dev_update).
 // A GPU resume restores the state exactly (the first resumed step's loss is the straight run's, bit for
 // bit), but the GPU backward is not bitwise reproducible from one process to the next, so later steps
 // agree only to ~1e-4 there (bench/NOTES.md; scripts/gpu_check.sh checks it).
@@ -100,8 +102,7 @@ static model_batch batch_at(const trainer *t, size_t off, int T) {
     return (model_batch){.T = T, .ids = t->ids + off, .pos = t->pos + off, .doc = t->doc + off, .targets = t->tgt + off};
 }
 
-// The device-specific steps (see the file header). On the GPU each waits only where the CPU result is
-// needed: the loss (forward), the gradient norm (clip).
+// The device-specific steps (see the file header).
 static void dev_grads_zero(trainer *t) {
 #if GPTOSS_HAVE_CUDA
     if (t->dev == RC_DEVICE_CUDA) {
@@ -119,12 +120,16 @@ static gt_status dev_forward_loss(trainer *t, const model_batch *b, double *loss
     return model_forward_loss(t->ws, &t->m, &t->la.ml, b, loss_sum, n, NULL, err);
 }
 
+// loss_sum += the batch's loss sum on the CPU; on the GPU it stays on the device until dev_update.
 static gt_status dev_forward_backward(trainer *t, const model_batch *b, float scale, double *loss_sum, int64_t *n,
                                       gt_error *err) {
 #if GPTOSS_HAVE_CUDA
-    if (t->dev == RC_DEVICE_CUDA) return model_cuda_forward_backward(t->cws, t->mc, t->cl, b, scale, loss_sum, n, err);
+    if (t->dev == RC_DEVICE_CUDA) return model_cuda_forward_backward(t->cws, t->mc, t->cl, b, scale, n, err);
 #endif
-    return model_forward_backward(t->ws, &t->m, &t->la.ml, b, scale, loss_sum, n, err);
+    double ls = 0;
+    gt_status st = model_forward_backward(t->ws, &t->m, &t->la.ml, b, scale, &ls, n, err);
+    *loss_sum += ls;
+    return st;
 }
 
 // The NaN test hook (trainer.h): the first gradient element becomes NaN, where the gradients live.
@@ -139,21 +144,21 @@ static void dev_inject_nan(trainer *t) {
     t->la.grads[0] = nan;
 }
 
-static double dev_grad_clip(trainer *t, double max_norm) {
-#if GPTOSS_HAVE_CUDA
-    if (t->dev == RC_DEVICE_CUDA) return optim_cuda_grad_clip(t->oc, max_norm);
-#endif
-    return optim_grad_clip(t->segs, t->la.n_segs, max_norm);
-}
-
-static void dev_optim_step(trainer *t, double lr) {
+// Clipping to max_norm and the optimizer step at lr, applied only when the loss and the pre-clip gradient
+// norm are finite (the trainer's skip; stop also applies nothing); *loss_sum (the step's, complete after this)
+// and *gnorm out. On the GPU the device decides the skip from its own loss and norm, and the loss read after
+// everything is queued is the step's one host wait.
+static void dev_update(trainer *t, double max_norm, double lr, double *loss_sum, double *gnorm) {
 #if GPTOSS_HAVE_CUDA
     if (t->dev == RC_DEVICE_CUDA) {
-        optim_cuda_step(t->oc, lr);
+        optim_cuda_clip_step(t->oc, max_norm, lr, model_cuda_loss_dev(t->cws));
+        *loss_sum = model_cuda_loss_read(t->cws);
+        *gnorm = optim_cuda_finish(t->oc, *loss_sum);
         return;
     }
 #endif
-    optim_step(&t->opt, lr);
+    *gnorm = optim_grad_clip(t->segs, t->la.n_segs, max_norm);
+    if (isfinite(*loss_sum) && isfinite(*gnorm)) optim_step(&t->opt, lr);
 }
 
 // The adapter parameters and the optimizer state (moments, step) back to the host arenas that
@@ -176,7 +181,7 @@ static gt_status dev_init(trainer *t, int max_T, gt_error *err) {
     if (t->dev == RC_DEVICE_CUDA) {
         gt_status st = model_cuda_init(&t->mc, &t->m, err);
         if (!st) st = model_cuda_lora_init(&t->cl, t->mc, &t->la.ml, t->la.params, t->la.grads, t->la.n_params, err);
-        if (!st) st = model_cuda_ws_init(&t->cws, t->mc, c->lora.rank, max_T, err);
+        if (!st) st = model_cuda_ws_init(&t->cws, t->mc, c->lora.rank, max_T, t->GA, err);
         if (!st)
             st = optim_cuda_init(&t->oc, &t->opt, t->la.params, t->la.grads, t->la.n_params,
                                  model_cuda_lora_params(t->cl), model_cuda_lora_grads(t->cl), err);
@@ -307,18 +312,16 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
     off = 0;
     for (int k = 0; k < nmb && N > 0 && !st; k++) {
         model_batch mb = batch_at(t, off, Ts[k]);
-        double ls;
         int64_t nt;
-        st = dev_forward_backward(t, &mb, (float)(1.0 / (double)N), &ls, &nt, err);
-        loss_sum += ls;
+        st = dev_forward_backward(t, &mb, (float)(1.0 / (double)N), &loss_sum, &nt, err);
         off += (size_t)Ts[k];
     }
     if (st) return st;
     int64_t step = t->st.step + 1;
     if (t->inject_nan_step == step) dev_inject_nan(t); // test hook (trainer.h)
+    double lr = sched_lr(&t->sch, t->st.step), gnorm = NAN;
+    if (N > 0) dev_update(t, t->cfg->optim.max_grad_norm, lr, &loss_sum, &gnorm);
     double loss = N ? loss_sum / (double)N : NAN;
-    double gnorm = dev_grad_clip(t, t->cfg->optim.max_grad_norm);
-    double lr = sched_lr(&t->sch, t->st.step);
     const char *bad = N == 0 ? "no target tokens" : !isfinite(loss) ? "non-finite loss" : !isfinite(gnorm) ? "non-finite gradient" : NULL;
     if (bad && N > 0 && t->cfg->train.nan_policy == RC_NAN_STOP)
         return gt_fail(err, GT_EINVAL, "step %lld: %s (loss %g, gradient norm %g): stopped (train.nan_policy: stop); "
@@ -334,7 +337,6 @@ static gt_status train_step(trainer *t, train_result *res, gt_error *err) {
         st = metrics_log_skip(&t->met, step, bad, err);
         t->st.skipped++;
     } else {
-        dev_optim_step(t, lr); // asynchronous on the GPU: its time shows in the next step's
         dt = progress_now() - t0;
         t->st.train_seconds += dt;
         metrics_step ms = {.step = step, .epoch = t->st.epoch, .loss = loss, .lr = lr, .grad_norm = gnorm,
