@@ -1,4 +1,6 @@
-// model/cuda/elementwise.cu: casts to bf16, bias and residual adds, the embedding lookup.
+// model/cuda/elementwise.cu: casts between fp32 and bf16, the bias add, the residual add and the embedding
+// lookup; one thread per element. bf16 is round to nearest even (bf16_bits); every output is overwritten
+// except the bias add (+=). The residual add rounds the fp32 sum once, so y == bf16(float(x) + f) exactly.
 #include "model/cuda/common.cuh"
 
 __global__ void cast_bf16_kernel(uint16_t *out, const float *in, size_t n) {
@@ -8,6 +10,16 @@ __global__ void cast_bf16_kernel(uint16_t *out, const float *in, size_t n) {
 extern "C" void cuda_cast_bf16(uint16_t *out, const float *in, size_t n) {
     if (!n) return;
     cast_bf16_kernel<<<cuda_blocks(n, 256), 256>>>(out, in, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ void cast_f32_kernel(float *out, const uint16_t *in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = bf16_float(in[i]);
+}
+extern "C" void cuda_cast_f32(float *out, const uint16_t *in, size_t n) {
+    if (!n) return;
+    cast_f32_kernel<<<cuda_blocks(n, 256), 256>>>(out, in, n);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -21,23 +33,26 @@ extern "C" void cuda_add_bias(float *y, const float *b, int M, int N) {
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void add_kernel(float *y, const float *a, const float *b, size_t n) {
+// y may alias x: each thread reads its element before it writes it.
+__global__ void residual_kernel(uint16_t *y, const uint16_t *x, const float *f, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = a[i] + b[i];
+    if (i < n) y[i] = bf16_bits(bf16_float(x[i]) + f[i]);
 }
-extern "C" void cuda_add(float *y, const float *a, const float *b, size_t n) {
+extern "C" void cuda_residual(uint16_t *y, const uint16_t *x, const float *f, size_t n) {
     if (!n) return;
-    add_kernel<<<cuda_blocks(n, 256), 256>>>(y, a, b, n);
+    residual_kernel<<<cuda_blocks(n, 256), 256>>>(y, x, f, n);
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void embed_kernel(float *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
+// h (T, D) = rows ids (T) of embed (V, D), copied bit for bit.
+__global__ void embed_kernel(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * D) return;
     size_t t = i / D, j = i % D;
-    h[i] = bf16_float(embed[(size_t)ids[t] * D + j]);
+    h[i] = embed[(size_t)ids[t] * D + j];
 }
-extern "C" void cuda_embed(float *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
+extern "C" void cuda_embed(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
+    if (!T || !D) return;
     embed_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(h, embed, ids, T, D);
     CUDA_LAUNCH_CHECK();
 }

@@ -1,5 +1,7 @@
 // model/cuda/rope.cu: rotary tables and the rotate-half rotation (model/cpu/rope.c). inv_freq and the
 // YaRN attention factor come from cpu_rope_inv_freq (host, once per model); the tables per batch.
+// Forward: out (T, NH, HD) = bf16 of the rotated fp32 projection x (x unchanged); backward: the fp32
+// gradient rotated back in place.
 #include "model/cuda/common.cuh"
 
 __global__ void rope_tables_kernel(float *cos_t, float *sin_t, const int32_t *pos, const float *inv_freq, float factor,
@@ -18,28 +20,39 @@ extern "C" void cuda_rope_tables(float *cos_t, float *sin_t, const int32_t *pos,
     CUDA_LAUNCH_CHECK();
 }
 
-// sign +1: (a, b) -> (a c - b s, b c + a s); sign -1 applies the transpose (the backward).
-__global__ void rope_kernel(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD, float sign) {
+// One rotation for both directions: a thread rotates the pair (a, b) = (x[f], x[f + half]) of one head and
+// stores it to out, rounded to bf16 in the forward, in place (out == x) in fp32 in the backward; the thread
+// reads both elements before it writes them. sign +1: (a, b) -> (a c - b s, b c + a s); sign -1 applies the
+// transpose (the backward).
+static __device__ __forceinline__ void rope_store(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void rope_store(uint16_t *p, float v) { *p = bf16_bits(v); }
+
+template <typename Out>
+__global__ void rope_kernel(Out *out, const float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD,
+                            float sign) {
     int half = HD / 2;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * NH * half) return;
     size_t t = i / ((size_t)NH * half), h = (i / half) % NH, f = i % half;
-    float *a = x + (t * NH + h) * HD;
+    size_t at = (t * NH + h) * HD + f;
     float c = cos_t[t * half + f], s = sign * sin_t[t * half + f];
-    float ai = a[f], bi = a[f + half];
-    a[f] = ai * c - bi * s;
-    a[f + half] = bi * c + ai * s;
+    float ai = x[at], bi = x[at + half];
+    rope_store(out + at, ai * c - bi * s);
+    rope_store(out + at + half, bi * c + ai * s);
 }
 
-static void rope_run(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD, float sign) {
+template <typename Out>
+static void rope_run(Out *out, const float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD,
+                     float sign) {
     size_t n = (size_t)T * NH * (HD / 2);
     if (!n) return;
-    rope_kernel<<<cuda_blocks(n, 256), 256>>>(x, cos_t, sin_t, T, NH, HD, sign);
+    rope_kernel<Out><<<cuda_blocks(n, 256), 256>>>(out, x, cos_t, sin_t, T, NH, HD, sign);
     CUDA_LAUNCH_CHECK();
 }
-extern "C" void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD) {
-    rope_run(x, cos_t, sin_t, T, NH, HD, 1.0f);
+extern "C" void cuda_rope_forward(uint16_t *out, const float *x, const float *cos_t, const float *sin_t, int T, int NH,
+                                  int HD) {
+    rope_run(out, x, cos_t, sin_t, T, NH, HD, 1.0f);
 }
 extern "C" void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, int T, int NH, int HD) {
-    rope_run(dx, cos_t, sin_t, T, NH, HD, -1.0f);
+    rope_run(dx, dx, cos_t, sin_t, T, NH, HD, -1.0f);
 }
