@@ -22,6 +22,11 @@
 //   dk/dv kernel: row (key j, kv head g); items (t, hh) in the CPU's order (query-major, heads of the group
 //              inside), those with j <= t < min(hi[j], j + window) count: dv = sum p dout, dk = scale sum ds q.
 // Each output element is reduced by one thread quad in a fixed order: deterministic, no atomics.
+//
+// Storage: q, k, v and out are bf16 (uint16_t bits); dout, dq, dk, dv, Dt and the statistics fp32. Every
+// load converts to fp32 (att_ld), so the shared tiles and the registers hold fp32 and all arithmetic is the
+// fp32 arithmetic above; the forward rounds out to bf16 once, when it stores acc * (1 / den) (att_st). The
+// backward's Dt = dout.out uses that stored bf16 out, as the CPU backward does when given it.
 #include "model/cuda/common.cuh"
 
 #define ATT_L 4     // threads per row
@@ -64,33 +69,41 @@ static __device__ __forceinline__ int attn_end_query(const int32_t *hi, int j, i
     return window > 0 && j + window < t1 ? j + window : t1;
 }
 
-// Copies n rows (row r at src + r * stride, HD floats) into a (ATT_BK, DP) tile, zero past n and HD.
-template <int DP>
-static __device__ __forceinline__ void tile_load(float *dst, const float *src, size_t stride, int n, int HD) {
+// One stored element as fp32 (bf16 activations or fp32 gradients), and an fp32 value stored (rounded once
+// to bf16 for an activation).
+static __device__ __forceinline__ float att_ld(const float *p) { return *p; }
+static __device__ __forceinline__ float att_ld(const uint16_t *p) { return bf16_float(*p); }
+static __device__ __forceinline__ void att_st(float *p, float x) { *p = x; }
+static __device__ __forceinline__ void att_st(uint16_t *p, float x) { *p = bf16_bits(x); }
+
+// Copies n rows (row r at src + r * stride, HD elements) into a (ATT_BK, DP) fp32 tile, zero past n and HD.
+template <int DP, typename S>
+static __device__ __forceinline__ void tile_load(float *dst, const S *src, size_t stride, int n, int HD) {
     for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
         int r = e / DP, d = e % DP;
-        dst[e] = r < n && d < HD ? src[(size_t)r * stride + d] : 0.0f;
+        dst[e] = r < n && d < HD ? att_ld(src + (size_t)r * stride + d) : 0.0f;
     }
 }
-// This thread's chunks of a row of HD floats into registers (zero past HD).
-template <int CPT>
-static __device__ __forceinline__ void row_load(float4 *x, const float *src, int sub, int HD) {
+// This thread's chunks of a row of HD elements into fp32 registers (zero past HD).
+template <int CPT, typename S>
+static __device__ __forceinline__ void row_load(float4 *x, const S *src, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
         int d = 4 * (sub + ATT_L * i);
-        x[i].x = d < HD ? src[d] : 0.0f;
-        x[i].y = d + 1 < HD ? src[d + 1] : 0.0f;
-        x[i].z = d + 2 < HD ? src[d + 2] : 0.0f;
-        x[i].w = d + 3 < HD ? src[d + 3] : 0.0f;
+        x[i].x = d < HD ? att_ld(src + d) : 0.0f;
+        x[i].y = d + 1 < HD ? att_ld(src + d + 1) : 0.0f;
+        x[i].z = d + 2 < HD ? att_ld(src + d + 2) : 0.0f;
+        x[i].w = d + 3 < HD ? att_ld(src + d + 3) : 0.0f;
     }
 }
-template <int CPT>
-static __device__ __forceinline__ void row_store(float *dst, const float4 *x, float f, int sub, int HD) {
+// This thread's chunks times f into a row of HD elements.
+template <int CPT, typename S>
+static __device__ __forceinline__ void row_store(S *dst, const float4 *x, float f, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
         int d = 4 * (sub + ATT_L * i);
-        if (d < HD) dst[d] = x[i].x * f;
-        if (d + 1 < HD) dst[d + 1] = x[i].y * f;
-        if (d + 2 < HD) dst[d + 2] = x[i].z * f;
-        if (d + 3 < HD) dst[d + 3] = x[i].w * f;
+        if (d < HD) att_st(dst + d, x[i].x * f);
+        if (d + 1 < HD) att_st(dst + d + 1, x[i].y * f);
+        if (d + 2 < HD) att_st(dst + d + 2, x[i].z * f);
+        if (d + 3 < HD) att_st(dst + d + 3, x[i].w * f);
     }
 }
 // Partial dot of this thread's chunks with a shared tile row.
@@ -136,8 +149,8 @@ static __device__ __forceinline__ att_qrows att_qrows_get(const int32_t *lo, int
 // Keys kb .. min(kb + ATT_BK, tB + 1) - 1 of KV head g into the K and V tiles (zero past them); barriers on
 // both sides: the previous tiles' readers finish before the overwrite, the new tiles are complete after.
 template <int DP>
-static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const float *k, const float *v, int kb,
-                                                     int tB, int g, int KVH, int HD) {
+static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const uint16_t *k, const uint16_t *v,
+                                                     int kb, int tB, int g, int KVH, int HD) {
     int nk = min(ATT_BK, tB - kb + 1);
     __syncthreads();
     tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
@@ -147,10 +160,9 @@ static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const
 
 // Grid (row blocks, KVH). Rows p = t * group + hh of kv head g.
 template <int CPT>
-__global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(float *out, float *smax, float *sden, const float *q,
-                                                               const float *k, const float *v, const float *sinks,
-                                                               const int32_t *lo, int T, int H, int KVH, int HD,
-                                                               int window, float scale) {
+__global__ void __launch_bounds__(ATT_THREADS)
+    attn_fwd_kernel(uint16_t *out, float *smax, float *sden, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                    const float *sinks, const int32_t *lo, int T, int H, int KVH, int HD, int window, float scale) {
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
     const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
@@ -208,8 +220,9 @@ static int attn_cpt(int HD) {
     default: KERNEL<8><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                              \
     }
 
-extern "C" void cuda_attention_forward(float *out, float *stat_max, float *stat_den, const float *q, const float *k,
-                                       const float *v, const float *sinks, const int32_t *doc_lo, cpu_attn_dims d) {
+extern "C" void cuda_attention_forward(uint16_t *out, float *stat_max, float *stat_den, const uint16_t *q,
+                                       const uint16_t *k, const uint16_t *v, const float *sinks, const int32_t *doc_lo,
+                                       cpu_attn_dims d) {
     CHECK(d.HD <= ATT_MAXDP && d.H % d.KVH == 0);
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     if (!rows) return;
@@ -222,9 +235,9 @@ extern "C" void cuda_attention_forward(float *out, float *stat_max, float *stat_
 // Grid (row blocks, KVH), rows as in the forward.
 template <int CPT>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_bwd_dq_kernel(float *dq, float *Dt, const float *dout, const float *out, const float *q, const float *k,
-                       const float *v, const float *smax, const float *sden, const int32_t *lo, int T, int H, int KVH,
-                       int HD, int window, float scale) {
+    attn_bwd_dq_kernel(float *dq, float *Dt, const float *dout, const uint16_t *out, const uint16_t *q,
+                       const uint16_t *k, const uint16_t *v, const float *smax, const float *sden, const int32_t *lo,
+                       int T, int H, int KVH, int HD, int window, float scale) {
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
     const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
@@ -260,9 +273,9 @@ __global__ void __launch_bounds__(ATT_THREADS)
 // Grid (key blocks, KVH). Row = key j; items i = t * group + hh are staged ATT_BK at a time.
 template <int CPT>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_bwd_dkv_kernel(float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k,
-                        const float *v, const float *smax, const float *sden, const int32_t *hi, int T, int H,
-                        int KVH, int HD, int window, float scale) {
+    attn_bwd_dkv_kernel(float *dk, float *dv, const float *Dt, const float *dout, const uint16_t *q,
+                        const uint16_t *k, const uint16_t *v, const float *smax, const float *sden, const int32_t *hi,
+                        int T, int H, int KVH, int HD, int window, float scale) {
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float qs[ATT_BK * DP], dos[ATT_BK * DP];
     __shared__ float ms[ATT_BK], dens[ATT_BK], Ds[ATT_BK];
@@ -287,8 +300,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             bool in = r < n && d < HD;
             long it = ib + r;
             size_t th = in ? (size_t)(it / group) * H + g * group + it % group : 0;
-            qs[e] = in ? q[th * HD + d] : 0.0f;
-            dos[e] = in ? dout[th * HD + d] : 0.0f;
+            qs[e] = in ? att_ld(q + th * HD + d) : 0.0f;
+            dos[e] = in ? att_ld(dout + th * HD + d) : 0.0f;
         }
         if (threadIdx.x < ATT_BK) {
             int r = threadIdx.x;
@@ -317,10 +330,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
     row_store<CPT>(dv + jg * HD, av, 1.0f, sub, HD);
 }
 
-extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *out,
-                                        const float *q, const float *k, const float *v, const int32_t *doc_lo,
-                                        const int32_t *doc_hi, const float *stat_max, const float *stat_den,
-                                        cpu_attn_dims d) {
+extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout,
+                                        const uint16_t *out, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                        const int32_t *doc_lo, const int32_t *doc_hi, const float *stat_max,
+                                        const float *stat_den, cpu_attn_dims d) {
     CHECK(d.HD <= ATT_MAXDP && d.H % d.KVH == 0);
     if (!d.T) return;
     float scale = attn_scale(d.HD);
