@@ -2,6 +2,14 @@
 // model/cpu/moe.c: the clamped SwiGLU alone, then one layer's experts (MXFP4 and NF4, LoRA on gate, up and
 // down with the shared gate/up A) at GEMM tile edges, with an expert that gets no token, forward and
 // backward behind a stream hold that proves neither makes the host wait. Skips without a GPU.
+//
+// The GPU keeps activations in bf16 (x, res, gate, up, act, y, out); the CPU gets the same bf16 inputs (x,
+// res rounded) and keeps fp32, so the differences are the GPU's own roundings. Tolerances count them
+// (norm-wise relative errors, check_close): U = 2^-9 per rounding on the path. Round to nearest even errs
+// by at most 2^-8 of an element and by 0.85 * 2^-9 RMS over a log-uniform mantissa, so a tensor with k
+// roundings on its path (each entering a GEMM or the SwiGLU with a gain of about one) gets (k + 1) U: the k
+// errors added linearly (in practice they add in quadrature, sqrt(k) * 0.85 U) plus one U of headroom for
+// the gains; one rounding gets 2 U = 2^-8, the per-element bound. fp32 sum-order effects (~1e-6) are below.
 #include "core/core.h"
 
 #if !GPTOSS_HAVE_CUDA
@@ -17,39 +25,79 @@ int main(void) {
 
 static uint64_t g_seed = 20261123;
 
+#define U 0x1p-9 // one bf16 rounding, norm-wise (see the top)
+
+// bf16 bits of a device buffer (n elements).
+static uint16_t *gpu_get_bits(const uint16_t *d, size_t n) {
+    uint16_t *h = xmalloc((n ? n : 1) * sizeof(uint16_t));
+    cuda_sync();
+    cuda_d2h(h, d, n * sizeof(uint16_t));
+    return h;
+}
+
+// Elements whose bits differ from bf16 of ref.
+static size_t count_bits_off(const uint16_t *got, const float *ref, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += got[i] != f32_to_bf16(ref[i]);
+    return bad;
+}
+
+// Forward from fp32 gate, up at scale 10 (the clamps at +-7 active): gate_bf, up_bf must be exactly their
+// bf16 roundings; act is compared with the CPU on those rounded inputs, so only act's own rounding differs:
+// norm-wise within 2 U, and its bits equal bf16 of the CPU's fp32 act except where the fp32 results (GPU
+// and CPU expf differ by an ulp or two) straddle a bf16 rounding boundary, a few 2^-16 per element: at
+// most 1% of the elements (an act computed from the unrounded gate, up would move about half of them).
+// The backward reads the rounded gate, up on both sides: fp32 against fp32 (expf ulps, 1e-5).
 static void test_swiglu(void) {
     const size_t n = 1000;
     const float limit = 7.0f, alpha = 1.702f;
     float *g = rand_vec(&g_seed, n, 10.0f), *u = rand_vec(&g_seed, n, 10.0f), *da = rand_vec(&g_seed, n, 1.0f);
+    float *gg = gpu_dup_f(g, n), *gu = gpu_dup_f(u, n), *gda = gpu_dup_f(da, n);
+    uint16_t *ga = gpu_poison_bf16(n), *ggb = gpu_poison_bf16(n), *gub = gpu_poison_bf16(n);
+    float *gdg = gpu_poison(n), *gdu = gpu_poison(n);
+    cuda_swiglu_forward(ga, ggb, gub, gg, gu, n, limit, alpha);
+    cuda_swiglu_backward(gdg, gdu, gda, ggb, gub, n, limit, alpha);
+    uint16_t *hgb = gpu_get_bits(ggb, n), *hub = gpu_get_bits(gub, n), *hab = gpu_get_bits(ga, n);
+    check_true("swiglu forward gate_bf, up_bf = bf16(gate), bf16(up) exactly",
+               count_bits_off(hgb, g, n) == 0 && count_bits_off(hub, u, n) == 0);
+    round_bf16(g, n), round_bf16(u, n);
     float *a = xmalloc(n * 4), *dg = xmalloc(n * 4), *du = xmalloc(n * 4);
     cpu_swiglu_forward(a, g, u, n, limit, alpha);
     cpu_swiglu_backward(dg, du, da, g, u, n, limit, alpha);
-    float *gg = gpu_dup_f(g, n), *gu = gpu_dup_f(u, n), *gda = gpu_dup_f(da, n);
-    float *ga = gpu_poison(n), *gdg = gpu_poison(n), *gdu = gpu_poison(n);
-    cuda_swiglu_forward(ga, NULL, gg, gu, n, limit, alpha);
-    cuda_swiglu_backward(gdg, gdu, gda, gg, gu, n, limit, alpha);
-    float *ra = gpu_get(ga, n), *rdg = gpu_get(gdg, n), *rdu = gpu_get(gdu, n);
-    check_close("swiglu forward (clamps at +-7 active)", ra, a, n, 1e-5);
+    float *ra = gpu_get_bf16(ga, n), *rdg = gpu_get(gdg, n), *rdu = gpu_get(gdu, n);
+    check_close("swiglu forward act (clamps at +-7 active)", ra, a, n, 2 * U);
+    const size_t off = count_bits_off(hab, a, n);
+    printf("     swiglu act bits off bf16(CPU act): %zu of %zu\n", off, n);
+    check_true("swiglu act = bf16(swiglu(rounded gate, up)) bitwise but for boundary cases", off <= n / 100);
     check_close("swiglu backward dgate", rdg, dg, n, 1e-5);
     check_close("swiglu backward dup", rdu, du, n, 1e-5);
-    // (de)interleave round trip through the fused gate_up layout.
-    float *gu2 = xmalloc(2 * n * 4);
-    for (size_t i = 0; i < n; i++) gu2[2 * i] = g[i], gu2[2 * i + 1] = u[i];
-    float *dgu = gpu_dup_f(gu2, 2 * n), *o1 = gpu_poison(n), *o2 = gpu_poison(n);
-    cuda_deinterleave(o1, o2, dgu, n);
-    float *r1 = gpu_get(o1, n), *r2 = gpu_get(o2, n);
-    check_true("deinterleave gate/up exact", !memcmp(r1, g, n * 4) && !memcmp(r2, u, n * 4));
-    uint16_t *ib = cuda_malloc(2 * n * 2), *hb = xmalloc(2 * n * 2);
-    cuda_interleave_bf16(ib, gg, gu, n);
-    cuda_sync();
-    cuda_d2h(hb, ib, 2 * n * 2);
-    size_t bad = 0;
-    for (size_t i = 0; i < 2 * n; i++) bad += hb[i] != f32_to_bf16(gu2[i]);
-    check_true("interleave to bf16 exact", bad == 0);
-    cuda_free(gg), cuda_free(gu), cuda_free(gda), cuda_free(ga), cuda_free(gdg), cuda_free(gdu), cuda_free(dgu);
-    cuda_free(o1), cuda_free(o2), cuda_free(ib);
-    free(g), free(u), free(da), free(a), free(dg), free(du), free(ra), free(rdg), free(rdu), free(gu2), free(r1);
-    free(r2), free(hb);
+    cuda_free(gg), cuda_free(gu), cuda_free(gda), cuda_free(ga), cuda_free(ggb), cuda_free(gub), cuda_free(gdg);
+    cuda_free(gdu);
+    free(g), free(u), free(da), free(a), free(dg), free(du), free(ra), free(rdg), free(rdu), free(hgb), free(hub);
+    free(hab);
+}
+
+// dw[tk] = dout_t . y[slot[tk]] against ref, element-wise relative to the Cauchy-Schwarz scale
+// ||dout_t|| ||y_slot|| (a norm-wise check over the T*K dots would hinge on how small the few dots of a
+// one-token case happen to be): |got - ref| <= tol * ||dout_t|| ||y||, y (S, D) the reference's.
+static void check_dots(const char *what, const float *got, const float *ref, const float *dout, const float *y,
+                       const int32_t *slot, int T, int K, int D, double tol) {
+    double worst = -1.0;
+    int wi = 0, bad = 0;
+    for (int tk = 0; tk < T * K; tk++) {
+        double na = 0.0, nb = 0.0;
+        for (int j = 0; j < D; j++) {
+            na += (double)dout[(size_t)(tk / K) * D + j] * dout[(size_t)(tk / K) * D + j];
+            nb += (double)y[(size_t)slot[tk] * D + j] * y[(size_t)slot[tk] * D + j];
+        }
+        const double e = fabs((double)got[tk] - ref[tk]) / (sqrt(na * nb) + 1e-30);
+        if (!isnan(worst) && !(e <= worst)) worst = e, wi = tk; // a NaN stays the worst
+        bad |= !(e <= tol);
+    }
+    printf("%s %-40s max err / (|dout| |y|) %.3g (tol %.1g)", bad ? "FAIL" : "ok  ", what, worst, tol);
+    if (bad) printf("; worst [%d] got %.9g ref %.9g", wi, got[wi], ref[wi]);
+    printf("\n");
+    g_failures += bad;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -92,10 +140,10 @@ static void test_moe_case(wformat fmt, int T, int D, int I, int warmup) {
     lora_layer hl = {0};
     hl.gate = hg, hl.up = hu, hl.down = hd;
     model_lora hlo = {R, scale, (1u << LT_GATE) | (1u << LT_UP) | (1u << LT_DOWN), &hl};
-    // Inputs: x rounded to bf16 so the base GEMMs see the CPU's x exactly; sel avoids expert 2.
+    // Inputs: x and res rounded to bf16 (the GPU gets them as bf16); sel avoids expert 2.
     float *x = rand_vec(&g_seed, (size_t)T * D, 1.0f), *dout = rand_vec(&g_seed, (size_t)T * D, 1.0f);
-    round_bf16(x, (size_t)T * D);
-    float *res = calloc((size_t)T * D, 4), *w = rand_vec(&g_seed, (size_t)S, 0.5f);
+    float *res = rand_vec(&g_seed, (size_t)T * D, 1.0f), *w = rand_vec(&g_seed, (size_t)S, 0.5f);
+    round_bf16(x, (size_t)T * D), round_bf16(res, (size_t)T * D);
     int32_t *sel = xmalloc(S * 4);
     const int pick[3] = {0, 1, 3};
     for (int t = 0; t < T; t++) {
@@ -155,14 +203,16 @@ static void test_moe_case(wformat fmt, int T, int D, int I, int warmup) {
     cuda_moe_scratch gs;
     ga.off = cuda_malloc((E + 1) * 4), ga.tok = cuda_malloc(S * 4), ga.kof = cuda_malloc(S * 4);
     ga.slot = cuda_malloc(S * 4), ga.tiles = cuda_malloc((size_t)2 * cuda_moe_max_tiles(S, E) * 4);
-    ga.gate = gpu_poison((size_t)S * I), ga.up = gpu_poison((size_t)S * I), ga.act = gpu_poison((size_t)S * I);
-    ga.zg = gpu_poison(S * R), ga.zu = gpu_poison(S * R), ga.zd = gpu_poison(S * R), ga.y = gpu_poison((size_t)S * D);
+    ga.gate = gpu_poison_bf16((size_t)S * I), ga.up = gpu_poison_bf16((size_t)S * I);
+    ga.act = gpu_poison_bf16((size_t)S * I), ga.y = gpu_poison_bf16((size_t)S * D);
+    ga.zg = gpu_poison(S * R), ga.zu = gpu_poison(S * R), ga.zd = gpu_poison(S * R);
     gs.dact = gpu_poison((size_t)S * I), gs.dup = gpu_poison((size_t)S * I), gs.dz = gpu_poison(S * R);
     gs.dxs = gpu_poison((size_t)S * D);
     lora_pair *tg = gpu_dup(dg, sizeof dg), *tu = gpu_dup(du, sizeof du), *td = gpu_dup(dd, sizeof dd);
     cuda_moe_lora mlo = {tg, tu, td, R, scale};
-    float *gx = gpu_dup_f(x, (size_t)T * D), *gres = gpu_dup_f(res, (size_t)T * D), *gw = gpu_dup_f(w, S);
-    float *gdo = gpu_dup_f(dout, (size_t)T * D), *gout = gpu_poison((size_t)T * D), *gdx = gpu_poison((size_t)T * D);
+    uint16_t *gx = gpu_dup_bf16(x, (size_t)T * D), *gres = gpu_dup_bf16(res, (size_t)T * D);
+    uint16_t *gout = gpu_poison_bf16((size_t)T * D);
+    float *gw = gpu_dup_f(w, S), *gdo = gpu_dup_f(dout, (size_t)T * D), *gdx = gpu_poison((size_t)T * D);
     float *gdw = gpu_poison(S);
     int32_t *gsel = gpu_dup(sel, S * 4);
     // The expert row counts stay on the device: with the stream held, forward and backward must only
@@ -171,37 +221,73 @@ static void test_moe_case(wformat fmt, int T, int D, int I, int warmup) {
     char tag[64];
     snprintf(tag, sizeof tag, "moe %s T%d D%d I%d", fmt == WF_MXFP4 ? "mxfp4" : "nf4", T, D, I);
     if (!warmup) cuda_hold_begin(10.0);
-    cuda_moe_forward(gout, gres, gx, gsel, gw, &W, &c, &mlo, T, &ga);
+    cuda_moe_forward(gout, gres, gx, gsel, gw, &W, &c, &mlo, T, &ga, &gs);
     cuda_moe_backward(gdx, gdw, gdo, gx, gw, &W, &c, &mlo, T, &ga, &gs);
     if (!warmup) {
         snprintf(what, sizeof what, "%s forward + backward without a host wait", tag);
         check_true(what, cuda_hold_end());
     }
-    float *rout = gpu_get(gout, (size_t)T * D), *rdx = gpu_get(gdx, (size_t)T * D), *rdw = gpu_get(gdw, S);
-    int32_t *roff = xmalloc((E + 1) * 4);
+    float *rout = gpu_get_bf16(gout, (size_t)T * D), *rdx = gpu_get(gdx, (size_t)T * D), *rdw = gpu_get(gdw, S);
+    float *rgate = gpu_get_bf16(ga.gate, (size_t)S * I), *rup = gpu_get_bf16(ga.up, (size_t)S * I);
+    float *ract = gpu_get_bf16(ga.act, (size_t)S * I), *ry = gpu_get_bf16(ga.y, (size_t)S * D);
+    int32_t *roff = xmalloc((E + 1) * 4), *rtok = xmalloc(S * 4);
     cuda_d2h(roff, ga.off, (E + 1) * 4);
+    cuda_d2h(rtok, ga.tok, S * 4);
     if (!warmup) {
-        snprintf(what, sizeof what, "%s plan offsets (expert 2 empty)", tag);
-        check_true(what, !memcmp(roff, ca.off, (E + 1) * 4) && roff[3] == roff[2]);
-        // SwiGLU output and gradients are rounded to bf16 before the down / gate_up GEMMs (2^-9 relative).
-        snprintf(what, sizeof what, "%s forward out", tag);
-        check_close(what, rout, out, (size_t)T * D, 5e-3);
-        snprintf(what, sizeof what, "%s backward dx", tag);
-        check_close(what, rdx, dx, (size_t)T * D, 5e-3);
+        snprintf(what, sizeof what, "%s plan offsets, tokens (expert 2 empty)", tag);
+        check_true(what, !memcmp(roff, ca.off, (E + 1) * 4) && !memcmp(rtok, ca.tok, S * 4) && roff[3] == roff[2]);
+        // Rounding counts (U, k + 1 at the top): nf = 1 for NF4, whose weights the GPU rounds to bf16 when it
+        // decodes them (the CPU keeps qmap * absmax in fp32): one more rounding per GEMM on the path.
+        //   gate, up: their own (1 + nf);  act: gate and up (the SwiGLU's gain up to ~1.3), its own (2 + nf);
+        //   y: act, the down weights, its own (3 + 2 nf);  out: y, its own (4 + 2 nf);
+        //   dact: dy staged as bf16, the down weights (1 + nf); dgate, dup: dact and the rounded gate, up
+        //   (2 + 2 nf); dx: dgate/dup staged, the gate_up weights (3 + 3 nf);
+        //   LoRA: down dA, dB through act or zd = act A^T (2 + nf); gate/up dA, dB through dgate/dup (2 + 2 nf).
+        // The slot order is the CPU's (checked above), so the kept activations compare row for row.
+        const int nf = fmt == WF_NF4;
+        const struct {
+            const char *name;
+            const float *got, *ref;
+            size_t n;
+            int k;
+        } cmp[] = {
+            {"gate (bf16)", rgate, ca.gate, (size_t)S * I, 1 + nf}, {"up (bf16)", rup, ca.up, (size_t)S * I, 1 + nf},
+            {"act (bf16)", ract, ca.act, (size_t)S * I, 2 + nf},    {"y (bf16)", ry, ca.y, (size_t)S * D, 3 + 2 * nf},
+            {"forward out (bf16)", rout, out, (size_t)T * D, 4 + 2 * nf},
+            {"backward dx", rdx, dx, (size_t)T * D, 3 + 3 * nf},
+        };
+        for (size_t i = 0; i < sizeof cmp / sizeof cmp[0]; i++) {
+            snprintf(what, sizeof what, "%s %s", tag, cmp[i].name);
+            check_close(what, cmp[i].got, cmp[i].ref, cmp[i].n, (cmp[i].k + 1) * U);
+        }
+        // dw: against the CPU (through y's error, Cauchy-Schwarz: |dout . dy| <= |dout| |dy|, |dy| <= y's
+        // tolerance times |y|), and against dout . (the GPU's kept bf16 y) in double: the dw the backward
+        // computes is the derivative of the out the forward summed (fp32 dot of D terms: D 2^-24 < 1e-5).
+        float *dw_kept = xmalloc(S * 4);
+        for (int tk = 0; tk < S; tk++) {
+            double d = 0.0;
+            for (int j = 0; j < D; j++) d += (double)dout[(size_t)(tk / K) * D + j] * ry[(size_t)ca.slot[tk] * D + j];
+            dw_kept[tk] = (float)d;
+        }
         snprintf(what, sizeof what, "%s backward dw", tag);
-        check_close(what, rdw, dw, S, 5e-3);
+        check_dots(what, rdw, dw, dout, ca.y, ca.slot, T, K, D, (4 + 2 * nf) * U);
+        snprintf(what, sizeof what, "%s backward dw = dout . kept y", tag);
+        check_dots(what, rdw, dw_kept, dout, ry, ca.slot, T, K, D, 1e-5);
+        free(dw_kept);
+        const double tol_down = (3 + nf) * U, tol_gu = (3 + 2 * nf) * U;
         for (int e = 0; e < E; e++) {
             snprintf(what, sizeof what, "%s lora gate e%d", tag, e);
-            pair_check(what, &pg[e], R, D, I, 5e-3);
+            pair_check(what, &pg[e], R, D, I, tol_gu);
             snprintf(what, sizeof what, "%s lora up e%d", tag, e);
             // up's A is gate's: only B is up's own (its dA was checked with gate's).
             float *b = gpu_get(pu[e].d.dB, (size_t)I * R);
-            check_close(what, b, pu[e].h.dB, (size_t)I * R, 5e-3);
+            check_close(what, b, pu[e].h.dB, (size_t)I * R, tol_gu);
             free(b);
             snprintf(what, sizeof what, "%s lora down e%d", tag, e);
-            pair_check(what, &pd[e], R, I, D, 5e-3);
+            pair_check(what, &pd[e], R, I, D, tol_down);
         }
     }
+    free(rgate), free(rup), free(ract), free(ry), free(rtok);
     for (int i = 0; i < nd; i++) cuda_free(dev[i]);
     void *g1[] = {gub, dnb, ga.off, ga.tok, ga.kof, ga.slot, ga.tiles, ga.gate, ga.up, ga.act, ga.zg, ga.zu, ga.zd,
                   ga.y, gs.dact, gs.dup, gs.dz, gs.dxs, tg, tu, td, gx, gres, gw, gdo, gout, gdx, gdw, gsel};

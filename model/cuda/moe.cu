@@ -1,8 +1,11 @@
 // model/cuda/moe.cu: one layer's mixture of experts on the GPU, forward and backward (the math and the
 // order of sums are model/cpu/moe.c's). Slots are the (token, choice) pairs sorted by expert, tokens
 // ascending within an expert; all experts run together as grouped GEMMs over the slot rows:
-//   gu = x[tok] W_gu[e]^T + b -> gate, up (+ LoRA) -> act = swiglu -> y = act W_down[e]^T + b (+ LoRA)
-// and each token sums w * y over its slots in increasing expert order.
+//   gate, up = x[tok] W_gu[e]^T + b (+ LoRA), fp32 in scratch -> cuda_swiglu_forward rounds gate, up to bf16
+//   (kept) and act = bf16(swiglu) -> y = act W_down[e]^T + b (+ LoRA), fp32 in scratch
+// and each token sums w * y over its slots in increasing expert order; the combine rounds y to bf16 once
+// (kept: the backward's dw = dout . y reads the very y the forward summed) and out = bf16(res + sum w y).
+// The backward reads the kept bf16 x, gate, up, act, y and computes fp32 gradients.
 //
 // No host synchronisation: the plan kernel sorts the slots on the device and writes the expert offsets
 // and a tile map (row tile -> expert, first row), and every later kernel reads its expert and row range
@@ -11,12 +14,13 @@
 //
 // Base GEMMs (moe_gemm_kernel): bf16 tensor cores (wmma 16x16x16, fp32 accumulate), 64x128 output tiles,
 // 32-deep k steps, double-buffered (the next step's loads are in flight during the mma). The A tile is read
-// from fp32 activations (optionally gathered through tok, optionally two interleaved arrays) and rounded to
-// bf16 as it is staged (the same rounding as a bf16 copy); the B tile is the expert weight decoded inside
-// the tile from its storage (MXFP4, NF4 or bf16), so the 4-bit experts are never expanded in memory. LoRA
-// on the experts (fp32, exact): row kernels for z = x A^T, y += s z B^T, dz = s dy B, dx += dz A, and
-// weight gradients reduced per expert by one thread per element looping over the expert's rows in order
-// (deterministic, no atomics).
+// (optionally gathered through tok, optionally two interleaved arrays) either from bf16 activations (the
+// forward: x, act; staged as they are) or from fp32 gradients (the backward: dy, dgate/dup; rounded to bf16
+// as they are staged), the kernel templated on that element type; the B tile is the expert weight decoded
+// inside the tile from its storage (MXFP4, NF4 or bf16), so the 4-bit experts are never expanded in memory.
+// The results (fp32, + bias) go to fp32 scratch. LoRA on the experts (fp32 arithmetic, bf16 or fp32 inputs):
+// row kernels for z = x A^T, y += s z B^T, dz = s dy B, dx += dz A, and weight gradients reduced per expert
+// by one thread per element looping over the expert's rows in order (deterministic, no atomics).
 #include <mma.h>
 
 #include "model/cuda/common.cuh"
@@ -122,12 +126,19 @@ static __device__ __forceinline__ void expert_row16_decode(const cuda_experts &w
     }
 }
 
+// The element types the kernels read: bf16 activations (uint16_t bits) or fp32 gradients. as_float reads
+// one as fp32; as_bf16 stages one for the tensor cores (bf16 as it is, fp32 rounded to nearest even).
+static __device__ __forceinline__ float as_float(float v) { return v; }
+static __device__ __forceinline__ float as_float(uint16_t h) { return bf16_float(h); }
+static __device__ __forceinline__ __nv_bfloat16 as_bf16(float v) { return __float2bfloat16_rn(v); }
+static __device__ __forceinline__ __nv_bfloat16 as_bf16(uint16_t h) { return __ushort_as_bfloat16(h); }
+
 // C rows of one expert = A rows (Kd) times op(W_e): wt 1: C = A W_e^T (W_e (N, Kd)); wt 0: C = A W_e
-// (W_e (Kd, N)). A element (r, k): a0[row * lda + k], row = arow ? arow[r] : r; or, when a1, the
-// interleaving of a0 (even k) and a1 (odd k) at column k/2. C: c0[r * ldc + n] = acc + bias[e * N + n];
-// or, when c1, even n into c0 and odd n into c1 at column n/2.
-typedef struct moe_gemm_args {
-    const float *a0, *a1;
+// (W_e (Kd, N)). A (element type TA: float or bf16 bits) element (r, k): a0[row * lda + k], row = arow ?
+// arow[r] : r; or, when a1, the interleaving of a0 (even k) and a1 (odd k) at column k/2. C (fp32):
+// c0[r * ldc + n] = acc + bias[e * N + n]; or, when c1, even n into c0 and odd n into c1 at column n/2.
+template <typename TA> struct moe_gemm_args {
+    const TA *a0, *a1;
     const int32_t *arow;
     int lda;
     cuda_experts w;
@@ -137,10 +148,10 @@ typedef struct moe_gemm_args {
     const float *bias;
     int N, Kd;
     const int32_t *tiles, *off;
-} moe_gemm_args;
+};
 
 #define GM CUDA_MOE_TILE_M
-#define GN 128 // wide, so that each fp32 A row is read N/GN times
+#define GN 128 // wide, so that each A row is read N/GN times
 #define GK 32
 #define GKP (GK + 8) // smem row pitch (bf16): a multiple of 8 as wmma asks, off the bank stride
 #define GCP (GN + 4) // fp32 output tile pitch
@@ -148,15 +159,15 @@ typedef struct moe_gemm_args {
 #define GAR (GM * GK / GTHREADS) // A elements staged per thread per k step
 
 // The operands of one k step held in registers between their global loads and their shared-memory stores.
-typedef struct gemm_stage {
-    float a[GAR];
+template <typename TA> struct gemm_stage {
+    TA a[GAR];
     w16_raw b;
-} gemm_stage;
+};
 
 // grid (max_tiles, ceil(N / GN)), 256 threads: 8 warps, each a 32x32 part of the 64x128 tile. Software
 // pipelined: As/Bs are double-buffered; the global loads of k step i+1 are issued before the mma of step i
-// and stored (A rounded to bf16, B decoded) after it, so one barrier per k step separates the buffers.
-__global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
+// and stored (A as bf16, B decoded) after it, so one barrier per k step separates the buffers.
+template <typename TA> __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args<TA> g) {
     const int e = g.tiles[2 * blockIdx.x];
     if (e < 0) return;
     const int r0 = g.tiles[2 * blockIdx.x + 1], r1 = min(r0 + GM, g.off[e + 1]), n0 = blockIdx.y * GN;
@@ -176,10 +187,10 @@ __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
     }
     // This thread's B run: 16 weights, two threads per 32-value run.
     const int seg = tid / 2, half = 16 * (tid % 2), kr = seg / 4, nc = 32 * (seg % 4) + half;
-    auto load = [&](int k0, gemm_stage &st) {
+    auto load = [&](int k0, gemm_stage<TA> &st) {
         const int k = k0 + kk;
         for (int i = 0; i < GAR; i++) {
-            float v = 0.0f;
+            TA v = 0; // +0 in fp32 and in bf16 bits
             if (src[i] >= 0 && k < g.Kd) {
                 const size_t at = (size_t)src[i] * g.lda;
                 v = g.a1 ? (k & 1 ? g.a1 : g.a0)[at + k / 2] : g.a0[at + k];
@@ -188,8 +199,8 @@ __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
         }
         st.b = g.wt ? expert_row16_load(g.w, e, n0 + seg, k0 + half) : expert_row16_load(g.w, e, k0 + kr, n0 + nc);
     };
-    auto store = [&](int k0, const gemm_stage &st, __nv_bfloat16 *as, __nv_bfloat16 *bs) {
-        for (int i = 0; i < GAR; i++) as[(tid / GK + i * (GTHREADS / GK)) * GKP + kk] = __float2bfloat16_rn(st.a[i]);
+    auto store = [&](int k0, const gemm_stage<TA> &st, __nv_bfloat16 *as, __nv_bfloat16 *bs) {
+        for (int i = 0; i < GAR; i++) as[(tid / GK + i * (GTHREADS / GK)) * GKP + kk] = as_bf16(st.a[i]);
         float v[16];
         if (g.wt) { // Bs row seg = W_e row n0 + seg, columns k0 + half ..
             expert_row16_decode(g.w, st.b, e, n0 + seg, k0 + half, v);
@@ -206,7 +217,7 @@ __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
-    gemm_stage st;
+    gemm_stage<TA> st;
     load(0, st);
     store(0, st, As, Bs);
     __syncthreads();
@@ -238,22 +249,24 @@ __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(moe_gemm_args g) {
     }
 }
 
-static void moe_gemm(const moe_gemm_args &g, int S, int E) {
+template <typename TA> static void moe_gemm(const moe_gemm_args<TA> &g, int S, int E) {
     dim3 grid(cuda_moe_max_tiles(S, E), cuda_blocks(g.N, GN));
-    moe_gemm_kernel<<<grid, GTHREADS>>>(g);
+    moe_gemm_kernel<TA><<<grid, GTHREADS>>>(g);
     CUDA_LAUNCH_CHECK();
 }
 
 // LoRA rows. P_e is pairs[e].B when useB, else pairs[e].A; its element (j, k) at p[j * pj + k * pk].
-// z (S, R): z[r, j] = alpha * sum_k x[row(r), k] P_e(j, k) over k < in; block per row, warp per j.
-__global__ void moe_lora_dot_kernel(float *z, const float *x, int ldx, const int32_t *xrow, const lora_pair *pairs,
+// z (S, R): z[r, j] = alpha * sum_k x[row(r), k] P_e(j, k) over k < in, x bf16 (the forward's x, act) or
+// fp32 (the backward's dy); block per row, warp per j.
+template <typename TX>
+__global__ void moe_lora_dot_kernel(float *z, const TX *x, int ldx, const int32_t *xrow, const lora_pair *pairs,
                                     int useB, int pj, int pk, const int32_t *off, int E, int R, int in, float alpha) {
     const int r = blockIdx.x, lane = threadIdx.x % WARP, e = slot_expert(off, E, r);
     const float *p = useB ? pairs[e].B : pairs[e].A;
-    const float *xr = x + (size_t)(xrow ? xrow[r] : r) * ldx;
+    const TX *xr = x + (size_t)(xrow ? xrow[r] : r) * ldx;
     for (int j = threadIdx.x / WARP; j < R; j += blockDim.x / WARP) {
         float s = 0.0f;
-        for (int k = lane; k < in; k += WARP) s += xr[k] * p[(size_t)j * pj + (size_t)k * pk];
+        for (int k = lane; k < in; k += WARP) s += as_float(xr[k]) * p[(size_t)j * pj + (size_t)k * pk];
         s = warp_sum(s);
         if (lane == 0) z[(size_t)r * R + j] = alpha * s;
     }
@@ -272,9 +285,11 @@ __global__ void moe_lora_out_kernel(float *y, int ldy, const float *z, const lor
 }
 
 // G_e[i, j] += alpha * sum over expert e's rows r, in order, of u[urow(r), i] v[vrow(r), j]; G_e is
-// pairs[e].dB when useB, else pairs[e].dA, (nu, nv) row-major. grid (ceil(nu*nv / 256), E).
+// pairs[e].dB when useB, else pairs[e].dA, (nu, nv) row-major; u fp32, v fp32 (z) or bf16 (x, act).
+// grid (ceil(nu*nv / 256), E).
+template <typename TV>
 __global__ void moe_lora_grad_kernel(const lora_pair *pairs, int useB, const float *u, int ldu, const int32_t *urow,
-                                     const float *v, int ldv, const int32_t *vrow, const int32_t *off, int nu, int nv,
+                                     const TV *v, int ldv, const int32_t *vrow, const int32_t *off, int nu, int nv,
                                      float alpha) {
     const int e = blockIdx.y;
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -283,13 +298,14 @@ __global__ void moe_lora_grad_kernel(const lora_pair *pairs, int useB, const flo
     const size_t i = idx / nv, j = idx % nv;
     float s = 0.0f;
     for (int r = r0; r < r1; r++)
-        s += u[(size_t)(urow ? urow[r] : r) * ldu + i] * v[(size_t)(vrow ? vrow[r] : r) * ldv + j];
+        s += u[(size_t)(urow ? urow[r] : r) * ldu + i] * as_float(v[(size_t)(vrow ? vrow[r] : r) * ldv + j]);
     float *G = useB ? pairs[e].dB : pairs[e].dA;
     G[idx] += alpha * s;
 }
 
-// The funnel's forward on the expert rows (model/cuda/lora.cu's math): z = x A^T; y += scale z B^T.
-static void moe_lora_forward(float *y, float *z, const float *x, const int32_t *xrow, const lora_pair *pairs,
+// The funnel's forward on the expert rows (model/cuda/lora.cu's math): z = x A^T; y += scale z B^T; x is
+// the projection's bf16 input (rows through xrow).
+static void moe_lora_forward(float *y, float *z, const uint16_t *x, const int32_t *xrow, const lora_pair *pairs,
                              const int32_t *off, int S, int E, int in, int out, int R, float scale) {
     moe_lora_dot_kernel<<<S, 256>>>(z, x, in, xrow, pairs, 0, in, 1, off, E, R, in, 1.0f);
     CUDA_LAUNCH_CHECK();
@@ -297,8 +313,8 @@ static void moe_lora_forward(float *y, float *z, const float *x, const int32_t *
     CUDA_LAUNCH_CHECK();
 }
 
-// The funnel's backward: dB += scale dy^T z; dz = scale dy B; dA += dz^T x; dx += dz A.
-static void moe_lora_backward(float *dx, float *dz, const float *dy, const float *x, const int32_t *xrow,
+// The funnel's backward: dB += scale dy^T z; dz = scale dy B; dA += dz^T x; dx += dz A (x as in the forward).
+static void moe_lora_backward(float *dx, float *dz, const float *dy, const uint16_t *x, const int32_t *xrow,
                               const float *z, const lora_pair *pairs, const int32_t *off, int S, int E, int in,
                               int out, int R, float scale) {
     moe_lora_grad_kernel<<<dim3(cuda_blocks((size_t)out * R, 256), E), 256>>>(pairs, 1, dy, out, NULL, z, R, NULL,
@@ -327,62 +343,73 @@ static __device__ void token_slots(const int32_t *slot_t, int K, int32_t *order)
 
 #define MOE_MAXK 16
 
-// out (T, D) = res + sum over the token's slots (increasing) of w * y[slot]; thread per (t, j).
-__global__ void moe_combine_kernel(float *out, const float *res, const float *y, const float *w, const int32_t *slot,
-                                   const int32_t *kof, int T, int D, int K) {
+// out (T, D) = bf16(res + sum over the token's slots (increasing) of w * yb[slot]) with yb = bf16(y), the
+// fp32 y (S, D) of the down GEMM + LoRA rounded once and kept; thread per (t, j). Every slot belongs to one
+// (token, choice), so thread (t, j) is the only writer of yb[slot, j] for the token's slots.
+__global__ void moe_combine_kernel(uint16_t *out, uint16_t *yb, const uint16_t *res, const float *y, const float *w,
+                                   const int32_t *slot, const int32_t *kof, int T, int D, int K) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * D) return;
     size_t t = i / D, j = i % D;
     int32_t order[MOE_MAXK];
     token_slots(slot + t * K, K, order);
     float o = 0.0f;
-    for (int q = 0; q < K; q++) o += y[(size_t)order[q] * D + j] * w[t * K + kof[order[q]]];
-    out[i] = res[i] + o;
+    for (int q = 0; q < K; q++) {
+        const size_t at = (size_t)order[q] * D + j;
+        const uint16_t b = bf16_bits(y[at]);
+        yb[at] = b;
+        o += bf16_float(b) * w[t * K + kof[order[q]]];
+    }
+    out[i] = bf16_bits(bf16_float(res[i]) + o); // res[i] is read before out[i] is written: out may alias res
 }
 
 extern "C" int cuda_moe_max_tiles(int S, int E) { return (S + E * (CUDA_MOE_TILE_M - 1)) / CUDA_MOE_TILE_M; }
 
-static moe_gemm_args gemm_args(const cuda_moe_acts *a, const cuda_experts *w, int wt, int N, int Kd) {
-    moe_gemm_args g;
+template <typename TA>
+static moe_gemm_args<TA> gemm_args(const cuda_moe_acts *a, const cuda_experts *w, int wt, int N, int Kd) {
+    moe_gemm_args<TA> g;
     memset(&g, 0, sizeof g);
     g.w = *w, g.wt = wt, g.N = N, g.Kd = Kd, g.tiles = a->tiles, g.off = a->off;
     return g;
 }
 
-extern "C" void cuda_moe_forward(float *out, const float *res, const float *x, const int32_t *sel, const float *w,
-                                 const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
-                                 cuda_moe_acts *a) {
+extern "C" void cuda_moe_forward(uint16_t *out, const uint16_t *res, const uint16_t *x, const int32_t *sel,
+                                 const float *w, const cuda_moe_weights *W, const model_config *c,
+                                 const cuda_moe_lora *lora, int T, cuda_moe_acts *a, cuda_moe_scratch *s) {
     const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, S = T * K;
     CHECK(E <= 1024 && K <= MOE_MAXK);
     if (!T) return;
     moe_plan_kernel<<<1, E < 32 ? 32 : E>>>(a->off, a->tok, a->kof, a->slot, a->tiles, cuda_moe_max_tiles(S, E), sel,
                                             T, E, K);
     CUDA_LAUNCH_CHECK();
-    moe_gemm_args g = gemm_args(a, &W->gate_up, 1, 2 * I, D); // gate, up (S, I) = x[tok] W_gu^T + b
-    g.a0 = x, g.arow = a->tok, g.lda = D, g.c0 = a->gate, g.c1 = a->up, g.ldc = I, g.bias = W->gate_up_b;
+    float *gate = s->dact, *up = s->dup, *y = s->dxs; // fp32 results; the acts keep their bf16 roundings
+    moe_gemm_args<uint16_t> g = gemm_args<uint16_t>(a, &W->gate_up, 1, 2 * I, D); // gate, up = x[tok] W_gu^T + b
+    g.a0 = x, g.arow = a->tok, g.lda = D, g.c0 = gate, g.c1 = up, g.ldc = I, g.bias = W->gate_up_b;
     moe_gemm(g, S, E);
     if (lora && lora->gate)
-        moe_lora_forward(a->gate, a->zg, x, a->tok, lora->gate, a->off, S, E, D, I, lora->R, lora->scale);
+        moe_lora_forward(gate, a->zg, x, a->tok, lora->gate, a->off, S, E, D, I, lora->R, lora->scale);
     if (lora && lora->up)
-        moe_lora_forward(a->up, a->zu, x, a->tok, lora->up, a->off, S, E, D, I, lora->R, lora->scale);
-    cuda_swiglu_forward(a->act, NULL, a->gate, a->up, (size_t)S * I, c->swiglu_limit, c->swiglu_alpha);
-    g = gemm_args(a, &W->down, 1, D, I); // y (S, D) = act W_down^T + b
-    g.a0 = a->act, g.lda = I, g.c0 = a->y, g.ldc = D, g.bias = W->down_b;
+        moe_lora_forward(up, a->zu, x, a->tok, lora->up, a->off, S, E, D, I, lora->R, lora->scale);
+    cuda_swiglu_forward(a->act, a->gate, a->up, gate, up, (size_t)S * I, c->swiglu_limit, c->swiglu_alpha);
+    g = gemm_args<uint16_t>(a, &W->down, 1, D, I); // y (S, D) = act W_down^T + b
+    g.a0 = a->act, g.lda = I, g.c0 = y, g.ldc = D, g.bias = W->down_b;
     moe_gemm(g, S, E);
     if (lora && lora->down)
-        moe_lora_forward(a->y, a->zd, a->act, NULL, lora->down, a->off, S, E, I, D, lora->R, lora->scale);
-    moe_combine_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(out, res, a->y, w, a->slot, a->kof, T, D, K);
+        moe_lora_forward(y, a->zd, a->act, NULL, lora->down, a->off, S, E, I, D, lora->R, lora->scale);
+    moe_combine_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(out, a->y, res, y, w, a->slot, a->kof, T, D, K);
     CUDA_LAUNCH_CHECK();
 }
 
-// dw[tk] = dout_t . y[slot[tk]]: one warp per (t, k).
-__global__ void moe_dw_kernel(float *dw, const float *dout, const float *y, const int32_t *slot, int T, int D, int K) {
+// dw[tk] = dout_t . y[slot[tk]] (y the kept bf16): one warp per (t, k).
+__global__ void moe_dw_kernel(float *dw, const float *dout, const uint16_t *y, const int32_t *slot, int T, int D,
+                              int K) {
     size_t tk = (size_t)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     int lane = threadIdx.x % WARP;
     if (tk >= (size_t)T * K) return;
-    const float *a = dout + (tk / K) * D, *b = y + (size_t)slot[tk] * D;
+    const float *a = dout + (tk / K) * D;
+    const uint16_t *b = y + (size_t)slot[tk] * D;
     float s = 0.0f;
-    for (int j = lane; j < D; j += WARP) s += a[j] * b[j];
+    for (int j = lane; j < D; j += WARP) s += a[j] * bf16_float(b[j]);
     s = warp_sum(s);
     if (lane == 0) dw[tk] = s;
 }
@@ -410,7 +437,7 @@ __global__ void moe_dx_kernel(float *dx, const float *dxs, const int32_t *slot, 
     dx[i] = o;
 }
 
-extern "C" void cuda_moe_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+extern "C" void cuda_moe_backward(float *dx, float *dw, const float *dout, const uint16_t *x, const float *w,
                                   const cuda_moe_weights *W, const model_config *c, const cuda_moe_lora *lora, int T,
                                   const cuda_moe_acts *a, cuda_moe_scratch *s) {
     const int D = c->hidden, E = c->n_experts, K = c->top_k, I = c->intermediate, S = T * K;
@@ -420,7 +447,7 @@ extern "C" void cuda_moe_backward(float *dx, float *dw, const float *dout, const
     float *dy = s->dxs; // dy is dead before dxs is written
     moe_dy_kernel<<<cuda_blocks((size_t)S * D, 256), 256>>>(dy, dout, w, a->tok, a->kof, S, D, K);
     CUDA_LAUNCH_CHECK();
-    moe_gemm_args g = gemm_args(a, &W->down, 0, I, D); // dact (S, I) = dy W_down
+    moe_gemm_args<float> g = gemm_args<float>(a, &W->down, 0, I, D); // dact (S, I) = dy W_down
     g.a0 = dy, g.lda = D, g.c0 = s->dact, g.ldc = I;
     moe_gemm(g, S, E);
     if (lora && lora->down)
@@ -428,7 +455,7 @@ extern "C" void cuda_moe_backward(float *dx, float *dw, const float *dout, const
                           lora->scale);
     float *dgate = s->dact; // in place: the SwiGLU backward reads dact[i] before it writes dgate[i]
     cuda_swiglu_backward(dgate, s->dup, s->dact, a->gate, a->up, (size_t)S * I, c->swiglu_limit, c->swiglu_alpha);
-    g = gemm_args(a, &W->gate_up, 0, D, 2 * I); // dxs (S, D) = interleave(dgate, dup) W_gu
+    g = gemm_args<float>(a, &W->gate_up, 0, D, 2 * I); // dxs (S, D) = interleave(dgate, dup) W_gu
     g.a0 = dgate, g.a1 = s->dup, g.lda = I, g.c0 = s->dxs, g.ldc = D;
     moe_gemm(g, S, E);
     if (lora && lora->gate)
