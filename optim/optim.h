@@ -155,9 +155,22 @@ typedef struct optim_cuda optim_cuda;
 gt_status optim_cuda_init(optim_cuda **o, const optim *host, const float *host_params, const float *host_grads,
                           size_t n, float *dev_params, float *dev_grads, gt_error *err);
 void optim_cuda_free(optim_cuda *o);
-// optim_grad_clip on the device gradients; returns the pre-clip norm (the host waits for it).
+// optim_grad_clip + optim_step on the device, queued without a host wait: the global gradient norm (kept on
+// the device, and copied into pinned host memory with cuda_d2h_async), clipping exactly as optim_grad_clip
+// (coefficient computed on the device from the device norm: bit-identical to the CPU), and the update for
+// step o->step + 1 at lr. The device makes the trainer's skip decision itself: when the norm or *dev_loss
+// (a double in device memory; NULL: not checked) is not finite, it leaves gradients, parameters and state
+// untouched. Each clip_step must be followed by optim_cuda_finish before the next clip_step, pull or push.
+void optim_cuda_clip_step(optim_cuda *o, double max_norm, double lr, const double *dev_loss);
+// After the caller's next host wait (e.g. its loss read, queued after clip_step): returns the pre-clip norm
+// of the last clip_step and advances the step count iff the update was applied, i.e. iff the norm and loss
+// (the value the caller read from dev_loss; pass 0 when it passed NULL) are finite. It aborts (a programming
+// error) when the copy it reads is not the last clip_step's (no host wait yet) or the loss's finiteness
+// is not what the device saw.
+double optim_cuda_finish(optim_cuda *o, double loss);
+// Old API, kept until the trainer and bench move to clip_step/finish: optim_grad_clip on the device
+// gradients, returning the pre-clip norm (the host waits for it); optim_step on the device (asynchronous).
 double optim_cuda_grad_clip(optim_cuda *o, double max_norm);
-// optim_step on the device (asynchronous).
 void optim_cuda_step(optim_cuda *o, double lr);
 // Device state and step -> host (for optim_serialize), and back (after optim_deserialize).
 void optim_cuda_pull(const optim_cuda *o, optim *host);

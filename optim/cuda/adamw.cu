@@ -11,6 +11,13 @@
 //   - bnb's fp32 step for small tensors (adamw8_update_f32) and torch AdamW (adamw_update): thread per value.
 // Grad norm: per-block sums of squares in double over fixed ranges, then one block adds the partials in a
 // fixed order: deterministic; it differs from the CPU's serial double sum by double rounding only.
+//
+// optim_cuda_clip_step queues everything without a host wait: the norm kernel's last block also decides
+// the step on the device (clip_ctl: norm, the clip coefficient computed as optim/clip.c does, in double
+// with explicit rounding, and whether the update applies), the scale and update kernels read that
+// decision and return early on a skip, and the decision is copied to pinned host memory for
+// optim_cuda_finish to read after the caller's next host wait. A sequence number written with it lets
+// finish check that the copy it reads is the one of the last clip_step.
 #include <math.h>
 
 #include "core/cuda_check.h"
@@ -31,6 +38,15 @@ typedef struct dseg {
     size_t part0, nparts;     // grad-norm partials
 } dseg;
 
+// The step decision, written by norm_final_kernel on the device.
+typedef struct clip_ctl {
+    double norm;  // pre-clip global norm
+    int64_t seq;  // the clip_step that wrote it (optim_cuda.seq)
+    float coef;   // the clip coefficient as the float the gradients are multiplied by
+    int scale;    // 1: clip (norm finite, max_norm > 0, coefficient < 1)
+    int apply;    // 1: norm and loss finite, clip and update; 0: leave everything untouched
+} clip_ctl;
+
 struct optim_cuda {
     optim_config cfg;
     int n_seg;
@@ -38,8 +54,12 @@ struct optim_cuda {
     uint8_t *arena;      // device mirror of optim.arena
     size_t arena_bytes;
     float *qmap;         // device (512): qmap1 then qmap2
-    double *partials;    // device (n_partials + 1): the last holds the norm
+    double *partials;    // device (n_partials,): per-chunk sums of squares
     size_t n_partials;
+    clip_ctl *ctl;       // device: the decision of the last norm
+    clip_ctl *host_ctl;  // pinned: its copy, valid after the caller's next host wait
+    int64_t seq;         // clip_step calls so far
+    int pending;         // a clip_step awaits its optim_cuda_finish
     int64_t step;
 };
 
@@ -79,7 +99,10 @@ extern "C" gt_status optim_cuda_init(optim_cuda **out, const optim *host, const 
     o->qmap = (float *)cuda_malloc(512 * sizeof(float));
     cuda_h2d(o->qmap, host->qmap1, 256 * sizeof(float));
     cuda_h2d(o->qmap + 256, host->qmap2, 256 * sizeof(float));
-    o->partials = (double *)cuda_malloc((o->n_partials + 1) * sizeof(double));
+    o->partials = (double *)cuda_malloc((o->n_partials ? o->n_partials : 1) * sizeof(double));
+    o->ctl = (clip_ctl *)cuda_malloc(sizeof(clip_ctl));
+    o->host_ctl = (clip_ctl *)cuda_host_alloc(sizeof(clip_ctl));
+    memset(o->host_ctl, 0, sizeof(clip_ctl));
     cuda_h2d(o->arena, host->arena, o->arena_bytes);
     *out = o;
     return GT_OK;
@@ -90,17 +113,21 @@ extern "C" void optim_cuda_free(optim_cuda *o) {
     cuda_free(o->arena);
     cuda_free(o->qmap);
     cuda_free(o->partials);
+    cuda_free(o->ctl);
+    cuda_host_free(o->host_ctl);
     free(o->seg);
     free(o);
 }
 
 extern "C" void optim_cuda_pull(const optim_cuda *o, optim *host) {
+    CHECK(!o->pending); // the step count is settled by optim_cuda_finish
     CHECK(host->arena_bytes == o->arena_bytes && host->n_seg == o->n_seg);
     cuda_d2h(host->arena, o->arena, o->arena_bytes);
     host->step = o->step;
 }
 
 extern "C" void optim_cuda_push(optim_cuda *o, const optim *host) {
+    CHECK(!o->pending);
     CHECK(host->arena_bytes == o->arena_bytes && host->n_seg == o->n_seg);
     cuda_h2d(o->arena, host->arena, o->arena_bytes);
     o->step = host->step;
@@ -128,38 +155,52 @@ __global__ void sumsq_kernel(double *partials, const float *g, size_t n) {
     if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
-__global__ void norm_final_kernel(double *partials, size_t n) {
+// Adds the partials (n,) to the norm, then decides the step as optim/clip.c and the trainer do: apply iff
+// the norm and *loss (NULL: not checked) are finite; scale iff max_norm > 0 and the coefficient
+// max_norm / (norm + 1e-6) is below 1, by that coefficient rounded to float.
+__global__ void norm_final_kernel(clip_ctl *ctl, const double *partials, size_t n, double max_norm,
+                                  const double *loss, int64_t seq) {
     double s = 0.0;
     for (size_t i = threadIdx.x; i < n; i += NORM_THREADS) s += partials[i];
     s = block_sum_d(s);
-    if (threadIdx.x == 0) partials[n] = sqrt(s);
+    if (threadIdx.x) return;
+    const double norm = __dsqrt_rn(s), coef = __ddiv_rn(max_norm, __dadd_rn(norm, 1e-6));
+    clip_ctl c;
+    c.norm = norm, c.seq = seq;
+    c.apply = isfinite(norm) && (!loss || isfinite(*loss));
+    c.scale = c.apply && !(max_norm <= 0.0) && !(coef >= 1.0); // optim/clip.c's tests, NaN included
+    c.coef = c.scale ? __double2float_rn(coef) : 1.0f;
+    *ctl = c;
 }
 
-__global__ void scale_kernel(float *g, float c, size_t n) {
+__global__ void scale_kernel(float *g, const clip_ctl *ctl, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) g[i] = __fmul_rn(g[i], c);
+    if (i < n && ctl->scale) g[i] = __fmul_rn(g[i], ctl->coef);
 }
 
-extern "C" double optim_cuda_grad_clip(optim_cuda *o, double max_norm) {
+// Queues the norm of every gradient, the decision (o->ctl) and the clipping it decides.
+static void clip_queue(optim_cuda *o, double max_norm, const double *dev_loss) {
     for (int i = 0; i < o->n_seg; i++) {
         const dseg *d = &o->seg[i];
         if (!d->n) continue;
         sumsq_kernel<<<(unsigned)d->nparts, NORM_THREADS>>>(o->partials + d->part0, d->g, d->n);
         CUDA_LAUNCH_CHECK();
     }
-    norm_final_kernel<<<1, NORM_THREADS>>>(o->partials, o->n_partials);
+    norm_final_kernel<<<1, NORM_THREADS>>>(o->ctl, o->partials, o->n_partials, max_norm, dev_loss, ++o->seq);
     CUDA_LAUNCH_CHECK();
-    double norm = 0.0;
-    cuda_d2h(&norm, o->partials + o->n_partials, sizeof norm);
-    if (!isfinite(norm) || max_norm <= 0.0) return norm;
-    const double coef = max_norm / (norm + 1e-6); // torch's clip_coef, clamped to 1 (optim/clip.c)
-    if (coef >= 1.0) return norm;
     for (int i = 0; i < o->n_seg; i++) {
         const dseg *d = &o->seg[i];
         if (!d->n) continue;
-        scale_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->g, (float)coef, d->n);
+        scale_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->g, o->ctl, d->n);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+extern "C" double optim_cuda_grad_clip(optim_cuda *o, double max_norm) {
+    CHECK(!o->pending);
+    clip_queue(o, max_norm, NULL);
+    double norm = 0.0;
+    cuda_d2h(&norm, &o->ctl->norm, sizeof norm);
     return norm;
 }
 
@@ -194,7 +235,9 @@ static __device__ uint8_t quantize_dev(const float *map, int is_signed, float x)
 }
 
 __global__ void adamw8_blockwise_kernel(float *param, const float *grad, uint8_t *m8, uint8_t *v8, float *absmax1,
-                                        float *absmax2, size_t n, const float *qmap, step_scalars k) {
+                                        float *absmax2, size_t n, const float *qmap, step_scalars k,
+                                        const clip_ctl *ctl) {
+    if (ctl && !ctl->apply) return; // the whole block returns: no __syncthreads is left half-reached
     __shared__ float q1[256], q2[256], red1[256], red2[256];
     const int j = threadIdx.x;
     const size_t b = blockIdx.x, i = b * OPTIM_8BIT_BLOCK + j;
@@ -239,9 +282,10 @@ __global__ void adamw8_blockwise_kernel(float *param, const float *grad, uint8_t
     v8[i] = quantize_dev(q2, 0, __fdiv_rn(s2, max2));
 }
 
-__global__ void adamw8_f32_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k) {
+__global__ void adamw8_f32_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k,
+                                  const clip_ctl *ctl) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || (ctl && !ctl->apply)) return;
     const float g = grad[i];
     float mi = __fadd_rn(__fmul_rn(m[i], k.beta1), __fmul_rn(__fsub_rn(1.0f, k.beta1), g));
     float vi = __fadd_rn(__fmul_rn(v[i], k.beta2), __fmul_rn(__fsub_rn(1.0f, k.beta2), __fmul_rn(g, g)));
@@ -255,9 +299,10 @@ static __device__ float lerp_dev(float start, float end, float w) {
     return fabsf(w) < 0.5f ? fmaf(w, __fsub_rn(end, start), start) : fmaf(__fsub_rn(w, 1.0f), __fsub_rn(end, start), end);
 }
 
-__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k) {
+__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k,
+                             const clip_ctl *ctl) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || (ctl && !ctl->apply)) return;
     const float g = grad[i];
     float p = param[i];
     if (k.decays) p = __fmul_rn(p, k.decay);
@@ -286,19 +331,45 @@ static step_scalars scalars(const optim_config *cfg, int64_t step, double lr) {
     return k;
 }
 
-extern "C" void optim_cuda_step(optim_cuda *o, double lr) {
-    o->step++;
-    const step_scalars k = scalars(&o->cfg, o->step, lr);
+// Queues the update of every segment for optimizer step `step` at lr; ctl: the kernels skip it when
+// ctl->apply is 0 (NULL: always apply).
+static void update_queue(const optim_cuda *o, int64_t step, double lr, const clip_ctl *ctl) {
+    const step_scalars k = scalars(&o->cfg, step, lr);
     for (int i = 0; i < o->n_seg; i++) {
         const dseg *d = &o->seg[i];
         if (!d->n) continue;
         if (o->cfg.kind == OPTIM_ADAMW)
-            adamw_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->p, d->g, d->m, d->v, d->n, k);
+            adamw_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->p, d->g, d->m, d->v, d->n, k, ctl);
         else if (d->mode == OPTIM_STATE_8BIT)
             adamw8_blockwise_kernel<<<cuda_blocks(d->n, OPTIM_8BIT_BLOCK), OPTIM_8BIT_BLOCK>>>(
-                d->p, d->g, d->m8, d->v8, d->absmax1, d->absmax2, d->n, o->qmap, k);
+                d->p, d->g, d->m8, d->v8, d->absmax1, d->absmax2, d->n, o->qmap, k, ctl);
         else
-            adamw8_f32_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->p, d->g, d->m, d->v, d->n, k);
+            adamw8_f32_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->p, d->g, d->m, d->v, d->n, k, ctl);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+extern "C" void optim_cuda_step(optim_cuda *o, double lr) {
+    CHECK(!o->pending);
+    o->step++;
+    update_queue(o, o->step, lr, NULL);
+}
+
+extern "C" void optim_cuda_clip_step(optim_cuda *o, double max_norm, double lr, const double *dev_loss) {
+    CHECK(!o->pending); // the last clip_step's finish first: it decides which step number this one is
+    clip_queue(o, max_norm, dev_loss);
+    update_queue(o, o->step + 1, lr, o->ctl);
+    cuda_d2h_async(o->host_ctl, o->ctl, sizeof(clip_ctl));
+    o->pending = 1;
+}
+
+extern "C" double optim_cuda_finish(optim_cuda *o, double loss) {
+    const clip_ctl c = *o->host_ctl;
+    // A copy of another clip_step: finish was called before a host wait. A decision other than the
+    // caller's: loss is not the value read from dev_loss.
+    CHECK(o->pending && c.seq == o->seq);
+    CHECK(c.apply == (isfinite(c.norm) && isfinite(loss)));
+    o->pending = 0;
+    o->step += c.apply;
+    return c.norm;
 }
