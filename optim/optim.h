@@ -168,10 +168,6 @@ void optim_cuda_clip_step(optim_cuda *o, double max_norm, double lr, const doubl
 // error) when the copy it reads is not the last clip_step's (no host wait yet) or the loss's finiteness
 // is not what the device saw.
 double optim_cuda_finish(optim_cuda *o, double loss);
-// Old API, kept until the trainer and bench move to clip_step/finish: optim_grad_clip on the device
-// gradients, returning the pre-clip norm (the host waits for it); optim_step on the device (asynchronous).
-double optim_cuda_grad_clip(optim_cuda *o, double max_norm);
-void optim_cuda_step(optim_cuda *o, double lr);
 // Device state and step -> host (for optim_serialize), and back (after optim_deserialize).
 void optim_cuda_pull(const optim_cuda *o, optim *host);
 void optim_cuda_push(optim_cuda *o, const optim *host);

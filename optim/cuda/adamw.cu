@@ -196,14 +196,6 @@ static void clip_queue(optim_cuda *o, double max_norm, const double *dev_loss) {
     }
 }
 
-extern "C" double optim_cuda_grad_clip(optim_cuda *o, double max_norm) {
-    CHECK(!o->pending);
-    clip_queue(o, max_norm, NULL);
-    double norm = 0.0;
-    cuda_d2h(&norm, &o->ctl->norm, sizeof norm);
-    return norm;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Steps
 
@@ -237,7 +229,7 @@ static __device__ uint8_t quantize_dev(const float *map, int is_signed, float x)
 __global__ void adamw8_blockwise_kernel(float *param, const float *grad, uint8_t *m8, uint8_t *v8, float *absmax1,
                                         float *absmax2, size_t n, const float *qmap, step_scalars k,
                                         const clip_ctl *ctl) {
-    if (ctl && !ctl->apply) return; // the whole block returns: no __syncthreads is left half-reached
+    if (!ctl->apply) return; // the whole block returns: no __syncthreads is left half-reached
     __shared__ float q1[256], q2[256], red1[256], red2[256];
     const int j = threadIdx.x;
     const size_t b = blockIdx.x, i = b * OPTIM_8BIT_BLOCK + j;
@@ -285,7 +277,7 @@ __global__ void adamw8_blockwise_kernel(float *param, const float *grad, uint8_t
 __global__ void adamw8_f32_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k,
                                   const clip_ctl *ctl) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n || (ctl && !ctl->apply)) return;
+    if (i >= n || !ctl->apply) return;
     const float g = grad[i];
     float mi = __fadd_rn(__fmul_rn(m[i], k.beta1), __fmul_rn(__fsub_rn(1.0f, k.beta1), g));
     float vi = __fadd_rn(__fmul_rn(v[i], k.beta2), __fmul_rn(__fsub_rn(1.0f, k.beta2), __fmul_rn(g, g)));
@@ -302,7 +294,7 @@ static __device__ float lerp_dev(float start, float end, float w) {
 __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n, step_scalars k,
                              const clip_ctl *ctl) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n || (ctl && !ctl->apply)) return;
+    if (i >= n || !ctl->apply) return;
     const float g = grad[i];
     float p = param[i];
     if (k.decays) p = __fmul_rn(p, k.decay);
@@ -331,8 +323,8 @@ static step_scalars scalars(const optim_config *cfg, int64_t step, double lr) {
     return k;
 }
 
-// Queues the update of every segment for optimizer step `step` at lr; ctl: the kernels skip it when
-// ctl->apply is 0 (NULL: always apply).
+// Queues the update of every segment for optimizer step `step` at lr; the kernels skip it when ctl->apply
+// is 0.
 static void update_queue(const optim_cuda *o, int64_t step, double lr, const clip_ctl *ctl) {
     const step_scalars k = scalars(&o->cfg, step, lr);
     for (int i = 0; i < o->n_seg; i++) {
@@ -347,12 +339,6 @@ static void update_queue(const optim_cuda *o, int64_t step, double lr, const cli
             adamw8_f32_kernel<<<cuda_blocks(d->n, 256), 256>>>(d->p, d->g, d->m, d->v, d->n, k, ctl);
         CUDA_LAUNCH_CHECK();
     }
-}
-
-extern "C" void optim_cuda_step(optim_cuda *o, double lr) {
-    CHECK(!o->pending);
-    o->step++;
-    update_queue(o, o->step, lr, NULL);
 }
 
 extern "C" void optim_cuda_clip_step(optim_cuda *o, double max_norm, double lr, const double *dev_loss) {
