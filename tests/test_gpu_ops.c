@@ -375,7 +375,8 @@ static void test_ce(void) {
     cpu_ce_forward_backward(lse, loss, dh, h, w, tg, T, D, V, g);
     uint16_t *gh = gpu_dup_bf16(h, (size_t)T * D), *gw = gpu_dup_bf16(w, (size_t)V * D);
     int32_t *gt = gpu_dup(tg, sizeof tg);
-    double *glse = cuda_malloc(T * sizeof(double)), *gsum = cuda_malloc(sizeof(double));
+    const double sum0 = 100.0; // cuda_loss_sum adds to what is there (the step's running sum)
+    double *glse = cuda_malloc(T * sizeof(double)), *gsum = gpu_dup(&sum0, sizeof sum0);
     float *gl = gpu_poison(T), *gdh = gpu_poison((size_t)T * D);
     cuda_ce_scratch s;
     s.logits = cuda_malloc((size_t)T * CUDA_CE_CHUNK * 4), s.dl = cuda_malloc((size_t)T * CUDA_CE_CHUNK * 2);
@@ -387,10 +388,11 @@ static void test_ce(void) {
     double rsum = 0.0, csum = 0.0;
     cuda_d2h(&rsum, gsum, sizeof rsum);
     for (int t = 0; t < T; t++) csum += tg[t] >= 0 ? loss[t] : 0.0;
+    rsum -= sum0;
     // Logits from exact bf16 products summed in fp32 (64 terms): the loss to ~1e-6.
     check_close("CE forward per-token loss (V 20000, 3 chunks)", rl, loss, T, 1e-5);
     float fs = (float)rsum, fc = (float)csum;
-    check_close("CE loss sum", &fs, &fc, 1, 1e-5);
+    check_close("CE loss sum (+= onto 100)", &fs, &fc, 1, 1e-5);
     // The logit gradient is rounded to bf16 before the dh GEMM: at most 2^-8 relative per term.
     check_close("CE backward dh", rdh, dh, (size_t)T * D, 5e-3);
     cuda_free(gh), cuda_free(gw), cuda_free(gt), cuda_free(glse), cuda_free(gsum), cuda_free(gl), cuda_free(gdh);
