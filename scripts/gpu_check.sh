@@ -13,7 +13,8 @@
 #            process to the next: measured 4e-5 on step 21's gradient norm, 1.8e-4 at most on later losses,
 #            bench/NOTES.md), and the NaN-injection hook (GPTOSS_TEST_INJECT_NAN_STEP) is skipped under
 #            nan_policy skip and stops under stop;
-#   memcheck compute-sanitizer memcheck on the tiny model's training step (test_gpu_model --tiny);
+#   memcheck compute-sanitizer memcheck on the tiny model's step, optimizer included (test_gpu_model --tiny: no
+#            stream-hold checks there, the sanitizer makes every launch wait);
 #   bench    gptoss init-model --preset gpt-oss-20b --quant mxfp4 (random weights, real shapes) into /tmp,
 #            then gptoss bench --batch 1 --seq 2048 --lora-r 8 --targets all --json (bench/NOTES.md).
 # The test binaries run directly (not through ctest: ctest's files hold this machine's absolute paths).
