@@ -24,9 +24,10 @@
 // Each output element is reduced by one thread quad in a fixed order: deterministic, no atomics.
 //
 // Storage: q, k, v and out are bf16 (uint16_t bits); dout, dq, dk, dv, Dt and the statistics fp32. Every
-// load converts to fp32 (att_ld), so the shared tiles and the registers hold fp32 and all arithmetic is the
-// fp32 arithmetic above; the forward rounds out to bf16 once, when it stores acc * (1 / den) (att_st). The
-// backward's Dt = dout.out uses that stored bf16 out, as the CPU backward does when given it.
+// load converts to fp32 (as_float, common.cuh), so the shared tiles and the registers hold fp32 and all
+// arithmetic is the fp32 arithmetic above; the forward rounds out to bf16 once, when it stores
+// acc * (1 / den) (store_as). The backward's Dt = dout.out uses that stored bf16 out, as the CPU backward
+// does when given it.
 #include "model/cuda/common.cuh"
 
 #define ATT_L 4     // threads per row
@@ -71,17 +72,13 @@ static __device__ __forceinline__ int attn_end_query(const int32_t *hi, int j, i
 
 // One stored element as fp32 (bf16 activations or fp32 gradients), and an fp32 value stored (rounded once
 // to bf16 for an activation).
-static __device__ __forceinline__ float att_ld(const float *p) { return *p; }
-static __device__ __forceinline__ float att_ld(const uint16_t *p) { return bf16_float(*p); }
-static __device__ __forceinline__ void att_st(float *p, float x) { *p = x; }
-static __device__ __forceinline__ void att_st(uint16_t *p, float x) { *p = bf16_bits(x); }
 
 // Copies n rows (row r at src + r * stride, HD elements) into a (ATT_BK, DP) fp32 tile, zero past n and HD.
 template <int DP, typename S>
 static __device__ __forceinline__ void tile_load(float *dst, const S *src, size_t stride, int n, int HD) {
     for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
         int r = e / DP, d = e % DP;
-        dst[e] = r < n && d < HD ? att_ld(src + (size_t)r * stride + d) : 0.0f;
+        dst[e] = r < n && d < HD ? as_float(src[(size_t)r * stride + d]) : 0.0f;
     }
 }
 // This thread's chunks of a row of HD elements into fp32 registers (zero past HD).
@@ -89,10 +86,10 @@ template <int CPT, typename S>
 static __device__ __forceinline__ void row_load(float4 *x, const S *src, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
         int d = 4 * (sub + ATT_L * i);
-        x[i].x = d < HD ? att_ld(src + d) : 0.0f;
-        x[i].y = d + 1 < HD ? att_ld(src + d + 1) : 0.0f;
-        x[i].z = d + 2 < HD ? att_ld(src + d + 2) : 0.0f;
-        x[i].w = d + 3 < HD ? att_ld(src + d + 3) : 0.0f;
+        x[i].x = d < HD ? as_float(src[d]) : 0.0f;
+        x[i].y = d + 1 < HD ? as_float(src[d + 1]) : 0.0f;
+        x[i].z = d + 2 < HD ? as_float(src[d + 2]) : 0.0f;
+        x[i].w = d + 3 < HD ? as_float(src[d + 3]) : 0.0f;
     }
 }
 // This thread's chunks times f into a row of HD elements.
@@ -100,10 +97,10 @@ template <int CPT, typename S>
 static __device__ __forceinline__ void row_store(S *dst, const float4 *x, float f, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
         int d = 4 * (sub + ATT_L * i);
-        if (d < HD) att_st(dst + d, x[i].x * f);
-        if (d + 1 < HD) att_st(dst + d + 1, x[i].y * f);
-        if (d + 2 < HD) att_st(dst + d + 2, x[i].z * f);
-        if (d + 3 < HD) att_st(dst + d + 3, x[i].w * f);
+        if (d < HD) store_as(dst + d, x[i].x * f);
+        if (d + 1 < HD) store_as(dst + d + 1, x[i].y * f);
+        if (d + 2 < HD) store_as(dst + d + 2, x[i].z * f);
+        if (d + 3 < HD) store_as(dst + d + 3, x[i].w * f);
     }
 }
 // Partial dot of this thread's chunks with a shared tile row.
@@ -300,8 +297,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             bool in = r < n && d < HD;
             long it = ib + r;
             size_t th = in ? (size_t)(it / group) * H + g * group + it % group : 0;
-            qs[e] = in ? att_ld(q + th * HD + d) : 0.0f;
-            dos[e] = in ? att_ld(dout + th * HD + d) : 0.0f;
+            qs[e] = in ? as_float(q[th * HD + d]) : 0.0f;
+            dos[e] = in ? as_float(dout[th * HD + d]) : 0.0f;
         }
         if (threadIdx.x < ATT_BK) {
             int r = threadIdx.x;

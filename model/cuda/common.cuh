@@ -16,6 +16,28 @@ static __device__ __forceinline__ uint16_t bf16_bits(float x) {
 }
 static __device__ __forceinline__ float bf16_float(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
+// The element types kernels read and write: bf16 activations (uint16_t bits) or fp32. as_float reads one
+// as fp32; as_bf16 stages one for the tensor cores (bf16 as it is, fp32 rounded to nearest even); store_as
+// writes an fp32 value as the destination's type (rounding once to bf16).
+static __device__ __forceinline__ float as_float(float v) { return v; }
+static __device__ __forceinline__ float as_float(uint16_t h) { return bf16_float(h); }
+static __device__ __forceinline__ __nv_bfloat16 as_bf16(float v) { return __float2bfloat16_rn(v); }
+static __device__ __forceinline__ __nv_bfloat16 as_bf16(uint16_t h) { return __ushort_as_bfloat16(h); }
+static __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void store_as(uint16_t *p, float v) { *p = bf16_bits(v); }
+
+// Expert of slot r for slots sorted by expert: the e with off[e] <= r < off[e+1] (binary search; empty
+// experts are skipped).
+static __device__ __forceinline__ int slot_expert(const int32_t *off, int E, int r) {
+    int lo = 0, hi = E;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (off[mid] <= r) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
 // 4-bit expert weights, one element (model/mxfp4.c and model/nf4.c have the formats; dequant.cu's header):
 // MXFP4 code (low nibble = even element) times 2^(scale byte - 127), exact in bf16; NF4 qmap[code] times
 // the block's absmax (high nibble = even element) in fp32, then rounded to bf16 by the caller.

@@ -146,6 +146,35 @@ typedef struct cuda_moe_lora {
 // Row tiles over S slots and E experts, at most: sum over experts of ceil(n_e / CUDA_MOE_TILE_M).
 int cuda_moe_max_tiles(int S, int E);
 
+// moe_gemm.cu: the experts' grouped GEMM over the slot rows (sorted by expert; off (E+1) and the tile map
+// tiles from moe.cu's plan). Rows of expert e: C = A W_e^T (wt 1, W_e (N, Kd)) or C = A W_e (wt 0, W_e (Kd, N)).
+// A element (r, k): a0[row * lda + k], row = arow ? arow[r] : r; or, when a1, the interleaving of a0 (even k)
+// and a1 (odd k) at column k/2; bf16 bits when a_bf16, else fp32 (rounded to bf16 for the tensor cores).
+// C (fp32): c0[r * ldc + n] = acc + bias[e * N + n] (bias may be NULL); or, when c1, even n into c0 and odd n
+// into c1 at column n/2.
+typedef struct cuda_moe_gemm_args {
+    const void *a0, *a1;
+    int a_bf16;
+    const int32_t *arow;
+    int lda;
+    cuda_experts w;
+    int wt;
+    float *c0, *c1;
+    int ldc;
+    const float *bias;
+    int N, Kd;
+    const int32_t *tiles, *off;
+} cuda_moe_gemm_args;
+void cuda_moe_gemm(const cuda_moe_gemm_args *g, int S, int E);
+
+// lora.cu: the funnel on the experts' S slot rows (sorted by expert, off (E+1)); pairs: device array [E] of
+// device lora_pair; x (the projection's bf16 input) row r at xrow[r] (NULL: r); z, dz (S, R) fp32.
+void cuda_lora_experts_forward(float *y, float *z, const uint16_t *x, const int32_t *xrow, const lora_pair *pairs,
+                               const int32_t *off, int S, int E, int in, int out, int R, float scale);
+void cuda_lora_experts_backward(float *dx, float *dz, const float *dy, const uint16_t *x, const int32_t *xrow,
+                                const float *z, const lora_pair *pairs, const int32_t *off, int S, int E, int in,
+                                int out, int R, float scale);
+
 typedef struct cuda_moe_acts { // kept for the backward
     int32_t *off;            // (E+1) first slot of each expert
     int32_t *tiles;          // (2 * cuda_moe_max_tiles(S, E)) per row tile: expert (-1: unused), first slot

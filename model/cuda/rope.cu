@@ -24,8 +24,6 @@ extern "C" void cuda_rope_tables(float *cos_t, float *sin_t, const int32_t *pos,
 // stores it to out, rounded to bf16 in the forward, in place (out == x) in fp32 in the backward; the thread
 // reads both elements before it writes them. sign +1: (a, b) -> (a c - b s, b c + a s); sign -1 applies the
 // transpose (the backward).
-static __device__ __forceinline__ void rope_store(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void rope_store(uint16_t *p, float v) { *p = bf16_bits(v); }
 
 template <typename Out>
 __global__ void rope_kernel(Out *out, const float *x, const float *cos_t, const float *sin_t, int T, int NH, int HD,
@@ -37,8 +35,8 @@ __global__ void rope_kernel(Out *out, const float *x, const float *cos_t, const 
     size_t at = (t * NH + h) * HD + f;
     float c = cos_t[t * half + f], s = sign * sin_t[t * half + f];
     float ai = x[at], bi = x[at + half];
-    rope_store(out + at, ai * c - bi * s);
-    rope_store(out + at + half, bi * c + ai * s);
+    store_as(out + at, ai * c - bi * s);
+    store_as(out + at + half, bi * c + ai * s);
 }
 
 template <typename Out>
