@@ -188,6 +188,8 @@ static void test_set_errors(void) {
     expect_set_error("lora.zzzzzzzz=1", "keys of 'lora': rank alpha dropout use_rslora targets init_seed");
     expect_set_error("lora.rank", "expected section.key=value");
     expect_set_error("rank=8", "expected section.key=value");
+    expect_set_error("lora=8", "expected section.key=value"); // only device has a one-value form
+    expect_set_error("device=gpu", "device.type: 'gpu' is not allowed (did you mean 'cpu'?); allowed: auto, cpu, cuda");
     expect_set_error("lora.rank.x=8", "expected section.key=value");
     expect_set_error("lora.rank=abc", "lora.rank: 'abc' is not an integer; allowed: an integer from 1 to 1024");
     expect_set_error("lora.rank=8x", "'8x' is not an integer");
@@ -233,6 +235,8 @@ static void test_set_forms(void) {
     EXPECT(run_config_set(&cfg, "optim.lr=1", &err) == GT_OK && cfg.optim.lr == 1, "closed upper bound");
     EXPECT(run_config_set(&cfg, "data.packing=FALSE", &err) == GT_OK && !cfg.data.packing, "FALSE");
     EXPECT(run_config_set(&cfg, "data.packing=1", &err) == GT_OK && cfg.data.packing, "1");
+    EXPECT(run_config_set(&cfg, "device=cuda", &err) == GT_OK && cfg.device.type == RC_DEVICE_CUDA,
+           "--set device=cuda (device.type): %s", err.msg);
     run_config_free(&cfg);
 }
 
@@ -264,6 +268,8 @@ static void test_yaml_errors(void) {
     expect_load_error("not_mapping.yaml", "- lora\n", (const char *const[]){"%s:1:1: the top level must be a mapping"}, 1);
     expect_load_error("section_scalar.yaml", "lora: 8\n",
                       (const char *const[]){"%s:1:7: section 'lora' must be a mapping of keys"}, 1);
+    expect_load_error("device_scalar.yaml", "device: gpu\n",
+                      (const char *const[]){"%s:1:9: device.type: 'gpu' is not allowed (did you mean 'cpu'?)"}, 1);
     expect_load_error("null_int.yaml", "lora:\n  rank:\n", (const char *const[]){"%s:2:8: lora.rank: '' is not an integer"}, 1);
     expect_load_error("nul.yaml", "model:\n  name: \"a\\0b\"\n", (const char *const[]){"%s:2:9: model.name: a NUL character"}, 1);
     expect_load_error("nul_key.yaml", "lora:\n  \"rank\\0x\": 8\n",
@@ -304,6 +310,10 @@ static void test_yaml_forms(void) {
     free(path);
     path = write_file("all.yaml", "lora:\n  targets: [all]\n");
     EXPECT(run_config_load_file(&cfg, path, &err) == GT_OK && cfg.lora.targets.n == 7, "[all]: %s", err.msg);
+    free(path);
+    path = write_file("device.yaml", "device: cuda\n");
+    EXPECT(run_config_load_file(&cfg, path, &err) == GT_OK && cfg.device.type == RC_DEVICE_CUDA,
+           "device: cuda (device.type): %s", err.msg);
     free(path);
     path = write_file("empty.yaml", "");
     EXPECT(run_config_load_file(&cfg, path, &err) == GT_OK, "empty file: %s", err.msg);

@@ -31,6 +31,7 @@ enum {
 
 typedef struct cfg_section {
     const char *name, *doc;
+    const char *scalar_key; // the section given as one value sets this key ("device: cuda" is device.type)
 } cfg_section;
 
 typedef struct cfg_key {
@@ -84,16 +85,16 @@ _Static_assert(sizeof(model_quant) == sizeof(int) && sizeof(run_data_format) == 
                "config enums must be int-sized");
 
 static const cfg_section SECTIONS[] = {
-    {"model", "the frozen base model"},
-    {"data", "the dataset: where rows come from, their shape, length, packing and the validation split"},
-    {"template", "the Harmony chat template that renders each conversation, and which tokens carry the loss"},
-    {"lora", "the LoRA adapters"},
-    {"optim", "optimizer, learning-rate schedule and gradient clipping"},
-    {"train", "the run: name, output directory, length, batch, seed"},
-    {"checkpoint", "periodic checkpoints (adapter, optimizer, scheduler, RNG, data cursor) that --resume continues from"},
-    {"eval", "evaluation on the validation data"},
-    {"log", "console output (metrics.jsonl always gets every step)"},
-    {"device", "where the run computes"},
+    {"model", "the frozen base model", NULL},
+    {"data", "the dataset: where rows come from, their shape, length, packing and the validation split", NULL},
+    {"template", "the Harmony chat template that renders each conversation, and which tokens carry the loss", NULL},
+    {"lora", "the LoRA adapters", NULL},
+    {"optim", "optimizer, learning-rate schedule and gradient clipping", NULL},
+    {"train", "the run: name, output directory, length, batch, seed", NULL},
+    {"checkpoint", "periodic checkpoints (adapter, optimizer, scheduler, RNG, data cursor) that --resume continues from", NULL},
+    {"eval", "evaluation on the validation data", NULL},
+    {"log", "console output (metrics.jsonl always gets every step)", NULL},
+    {"device", "where the run computes", "type"},
 };
 #define N_SECTIONS (int)(sizeof SECTIONS / sizeof SECTIONS[0])
 
@@ -741,10 +742,17 @@ gt_status run_config_set(run_config *cfg, const char *assignment, gt_error *err)
     snprintf(where, sizeof where, "--set %.500s", assignment);
     const char *eq = strchr(assignment, '=');
     const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
-    if (!eq || !dot || memchr(dot + 1, '.', (size_t)(eq - dot - 1)))
+    const cfg_section *whole = NULL; // --set device=cuda: a section with a scalar form
+    if (eq && !dot) {
+        char *sec = xasprintf("%.*s", (int)(eq - assignment), assignment);
+        whole = section_find(sec);
+        free(sec);
+        if (whole && !whole->scalar_key) whole = NULL;
+    }
+    if (!eq || (!dot && !whole) || (dot && memchr(dot + 1, '.', (size_t)(eq - dot - 1))))
         return gt_fail(err, GT_EINVAL, "%s: expected section.key=value (for example --set lora.rank=16)", where);
-    char *section = xasprintf("%.*s", (int)(dot - assignment), assignment);
-    char *name = xasprintf("%.*s", (int)(eq - dot - 1), dot + 1);
+    char *section = whole ? xasprintf("%s", whole->name) : xasprintf("%.*s", (int)(dot - assignment), assignment);
+    char *name = whole ? xasprintf("%s", whole->scalar_key) : xasprintf("%.*s", (int)(eq - dot - 1), dot + 1);
     gt_status st = GT_OK;
     const cfg_key *k = NULL;
     if (!section_find(section)) {
@@ -921,6 +929,11 @@ static void yaml_apply_root(yaml_ctx *c, const yaml_node_t *root) {
             continue;
         }
         if (yaml_is_null(vn)) continue; // "lora:" with nothing under it
+        const cfg_section *sec = section_find(name);
+        if (vn->type == YAML_SCALAR_NODE && sec->scalar_key) { // "device: cuda"
+            yaml_apply_value(c, key_find(name, sec->scalar_key), vn);
+            continue;
+        }
         if (vn->type != YAML_MAPPING_NODE) {
             yaml_error(c, vn->start_mark, "section '%s' must be a mapping of keys (key: value), not %s", name,
                        yaml_kind(vn));
@@ -1184,8 +1197,11 @@ void run_config_schema_markdown(FILE *f) {
           "repeats the run. `--dry-run` prints it and stops.\n\n",
           f);
     for (int s = 0; s < N_SECTIONS; s++) {
-        fprintf(f, "## `%s`: %s\n\n| key | type | default | allowed | description |\n|---|---|---|---|---|\n",
-                SECTIONS[s].name, SECTIONS[s].doc);
+        fprintf(f, "## `%s`: %s\n\n", SECTIONS[s].name, SECTIONS[s].doc);
+        if (SECTIONS[s].scalar_key)
+            fprintf(f, "The section given as one value sets `%s`: `%s: VALUE` in the file, `--set %s=VALUE`.\n\n",
+                    SECTIONS[s].scalar_key, SECTIONS[s].name, SECTIONS[s].name);
+        fputs("| key | type | default | allowed | description |\n|---|---|---|---|---|\n", f);
         for (int i = 0; i < N_KEYS; i++) {
             const cfg_key *k = &KEYS[i];
             if (strcmp(k->section, SECTIONS[s].name)) continue;
