@@ -5,7 +5,7 @@
 #   tests    the GPU tests (tests/test_gpu_*: every op against the CPU reference, the optimizer, the step);
 #   eval     tests/cli_eval.sh, which on a machine with a GPU also checks gptoss eval --device cuda against
 #            --device cpu (1e-2 relative) on the fixture models (bf16, MXFP4, NF4) with PEFT adapters;
-#   train    configs/tiny.yaml (a fresh tiny model from init-model) trained 30 steps with device.type cpu
+#   train    configs/tiny.yaml (a fresh tiny model from init-model) trained 30 steps with device cpu
 #            and cuda, the same seeds: tests/ref/compare_curves.py checks that the GPU follows the CPU's
 #            loss curve (its docstring states the tolerances); then on the GPU: the run stopped at its
 #            step-20 checkpoint and resumed gives the straight run's step 21 loss bit for bit (the restored
@@ -62,7 +62,7 @@ part_train() {
                 --set eval.every_steps=10 --set checkpoint.every_steps=10 --set checkpoint.keep_last=3
                 --set log.every_steps=10)
     part train_cpu 200 "$bin" "${args[@]}" --set train.name=cpu --set device.type=cpu
-    part train_cuda 120 "$bin" "${args[@]}" --set train.name=cuda --set device.type=cuda || return
+    part train_cuda 120 "$bin" "${args[@]}" --set train.name=cuda --set device=cuda || return
     part train_curves 30 python3 tests/ref/compare_curves.py "$runs/cpu" "$runs/cuda"
     # Resume: back to the step-20 checkpoint, then on to 30: step 21 exact, then the straight run's curve.
     cp -r "$runs/cuda" "$runs/cuda-straight"
