@@ -1,6 +1,7 @@
 // tests/test_gpu_attention.c: model/cuda/attention.cu against model/cpu/attention.c (forward and backward)
 // on fresh random inputs at tile edges: one token, token counts that are not multiples of the 32-row
-// blocks, windows shorter than documents and crossing key tiles, HD 8 / 64 / 128, GQA groups 2 to 8;
+// blocks, windows shorter than documents and crossing key tiles, HD 8 / 64 / 128, GQA groups 2 to 8, and
+// gpt-oss-20b's shape (T 2048, 64 query / 8 kv heads, HD 64; about a second of CPU reference on 16 cores);
 // every output poisoned with NaN first. Skips without a GPU.
 //
 // The GPU reads q, k, v as bf16, so the CPU gets the same values (round_bf16) and both evaluate the same
@@ -110,6 +111,9 @@ static void test_attention(void) {
     test_attention_case(45, 8, 1, 8, 0, 2);    // HD 8 (< a warp), 8 query heads on 1 kv head
     test_attention_case(70, 6, 3, 128, 0, 1);  // HD 128 (4 dims per lane), 70 keys: partial key groups
     test_attention_case(300, 8, 2, 64, 37, 3); // GQA 4: 32-row blocks span 8 queries, windows cross tiles
+    // gpt-oss-20b's heads, full causal, 3 documents (boundaries off every tile edge): the first key blocks
+    // walk hundreds of item tiles split among subblocks, the others few.
+    test_attention_case(2048, 64, 8, 64, 0, 3);
 }
 
 int main(void) {

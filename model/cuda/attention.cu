@@ -73,10 +73,11 @@ static __device__ __forceinline__ int attn_end_query(const int32_t *hi, int j, i
 // One stored element as fp32 (bf16 activations or fp32 gradients), and an fp32 value stored (rounded once
 // to bf16 for an activation).
 
-// Copies n rows (row r at src + r * stride, HD elements) into a (ATT_BK, DP) fp32 tile, zero past n and HD.
-template <int DP, typename S>
-static __device__ __forceinline__ void tile_load(float *dst, const S *src, size_t stride, int n, int HD) {
-    for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
+// Copies n rows (row r at src + r * stride, HD elements) into a (BK, DP) fp32 tile, zero past n and HD; the
+// ATT_THREADS threads lt = 0 .. ATT_THREADS - 1 of one (sub)block share the copy.
+template <int DP, int BK, typename S>
+static __device__ __forceinline__ void tile_load(float *dst, const S *src, size_t stride, int n, int HD, int lt) {
+    for (int e = lt; e < BK * DP; e += ATT_THREADS) {
         int r = e / DP, d = e % DP;
         dst[e] = r < n && d < HD ? as_float(src[(size_t)r * stride + d]) : 0.0f;
     }
@@ -150,8 +151,8 @@ static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const
                                                      int kb, int tB, int g, int KVH, int HD) {
     int nk = min(ATT_BK, tB - kb + 1);
     __syncthreads();
-    tile_load<DP>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
-    tile_load<DP>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD);
+    tile_load<DP, ATT_BK>(ks, k + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD, threadIdx.x);
+    tile_load<DP, ATT_BK>(vs, v + ((size_t)kb * KVH + g) * HD, (size_t)KVH * HD, nk, HD, threadIdx.x);
     __syncthreads();
 }
 
@@ -209,13 +210,15 @@ static int attn_cpt(int HD) {
     return cpt;
 }
 
-#define ATT_DISPATCH(HD, KERNEL, GRID, ...)                                                                    \
+// KERNEL<cpt> on GRID with ATT_THREADS * NSUB(cpt) threads.
+#define ATT_DISPATCH(HD, KERNEL, NSUB, GRID, ...)                                                              \
     switch (attn_cpt(HD)) {                                                                                    \
-    case 1: KERNEL<1><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
-    case 2: KERNEL<2><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
-    case 4: KERNEL<4><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                               \
-    default: KERNEL<8><<<GRID, ATT_THREADS>>>(__VA_ARGS__); break;                                              \
+    case 1: KERNEL<1><<<GRID, ATT_THREADS * NSUB(1)>>>(__VA_ARGS__); break;                                     \
+    case 2: KERNEL<2><<<GRID, ATT_THREADS * NSUB(2)>>>(__VA_ARGS__); break;                                     \
+    case 4: KERNEL<4><<<GRID, ATT_THREADS * NSUB(4)>>>(__VA_ARGS__); break;                                     \
+    default: KERNEL<8><<<GRID, ATT_THREADS * NSUB(8)>>>(__VA_ARGS__); break;                                    \
     }
+static __host__ __device__ constexpr int att_one_block(int) { return 1; }
 
 extern "C" void cuda_attention_forward(uint16_t *out, float *stat_max, float *stat_den, const uint16_t *q,
                                        const uint16_t *k, const uint16_t *v, const float *sinks, const int32_t *doc_lo,
@@ -224,7 +227,7 @@ extern "C" void cuda_attention_forward(uint16_t *out, float *stat_max, float *st
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     if (!rows) return;
     dim3 grid((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
-    ATT_DISPATCH(d.HD, attn_fwd_kernel, grid, out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH,
+    ATT_DISPATCH(d.HD, attn_fwd_kernel, att_one_block, grid, out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH,
                  d.HD, d.window, attn_scale(d.HD));
     CUDA_LAUNCH_CHECK();
 }
@@ -267,62 +270,97 @@ __global__ void __launch_bounds__(ATT_THREADS)
     if (valid) row_store<CPT>(dq + th * HD, acc, scale, sub, HD);
 }
 
-// Grid (key blocks, KVH). Row = key j; items i = t * group + hh are staged ATT_BK at a time.
+// dk/dv: a block owns ATT_ROWS keys of one kv head and splits their items among dkv_split(CPT) subblocks
+// of ATT_THREADS threads (same keys, each thread quad one key as elsewhere). The items are walked in tiles
+// of DKV_BK consecutive queries of one head: tile n = query tile n / group, head n % group, queries from
+// the block's first key jA on; subblock s takes tiles s, s + NS, s + 2 NS, ... into its own shared tiles,
+// synchronised by its own named barrier, and at the end the NS partial sums of each output are added in
+// subblock order by subblock 0. So the longest block (key 0 of a full causal layer: every item of the
+// sequence) walks 1 / NS of its items per thread, instead of all of them on 4 warps while the rest of the
+// GPU idles; tile rows are one stride apart (no division per element).
+#define DKV_BK 16 // queries per item tile
+static __host__ __device__ constexpr int dkv_split(int cpt) { return cpt >= 8 ? 2 : 4; }
+
+// Barrier of subblock s alone (ATT_THREADS threads; id 0 is __syncthreads').
+static __device__ __forceinline__ void subblock_sync(int s) {
+    asm volatile("bar.sync %0, %1;" ::"r"(s + 1), "r"(ATT_THREADS) : "memory");
+}
+
+// acc of subblock 0 += acc of subblocks 1 .. NS-1, in that order, through red ((NS - 1) * ATT_ROWS * DP / 4
+// float4s of shared memory); the other subblocks' acc is left as it was. Whole-block barriers on both sides.
+template <int CPT, int NS>
+static __device__ __forceinline__ void subblock_reduce(float4 *acc, float4 *red, int s, int lt) {
+    constexpr int DP4 = ATT_L * CPT; // float4s per row
+    const int row = lt / ATT_L, sub = lt % ATT_L;
+    __syncthreads();
+    if (s > 0)
+        for (int i = 0; i < CPT; i++) red[((s - 1) * ATT_ROWS + row) * DP4 + sub + ATT_L * i] = acc[i];
+    __syncthreads();
+    if (s == 0)
+        for (int o = 1; o < NS; o++)
+            for (int i = 0; i < CPT; i++) {
+                float4 y = red[((o - 1) * ATT_ROWS + row) * DP4 + sub + ATT_L * i];
+                acc[i].x += y.x, acc[i].y += y.y, acc[i].z += y.z, acc[i].w += y.w;
+            }
+}
+
+// Grid (KVH, key blocks): the block order walks the causal layer's longest blocks (first keys) first.
 template <int CPT>
-__global__ void __launch_bounds__(ATT_THREADS)
+__global__ void __launch_bounds__(ATT_THREADS * dkv_split(CPT), 1)
     attn_bwd_dkv_kernel(float *dk, float *dv, const float *Dt, const float *dout, const uint16_t *q,
                         const uint16_t *k, const uint16_t *v, const float *smax, const float *sden, const int32_t *hi,
                         int T, int H, int KVH, int HD, int window, float scale) {
-    constexpr int DP = 4 * ATT_L * CPT;
-    __shared__ __align__(16) float qs[ATT_BK * DP], dos[ATT_BK * DP];
-    __shared__ float ms[ATT_BK], dens[ATT_BK], Ds[ATT_BK];
-    __shared__ int ts[ATT_BK];
-    int g = blockIdx.y, group = H / KVH, sub = threadIdx.x % ATT_L;
-    int jA = blockIdx.x * ATT_ROWS, jr = jA + threadIdx.x / ATT_L, jB = min(jA + ATT_ROWS, T) - 1;
-    bool valid = jr < T;
-    int j = valid ? jr : T - 1;
-    size_t jg = (size_t)j * KVH + g;
-    int t1 = attn_end_query(hi, j, window);
-    long iA = (long)jA * group, iB = (long)attn_end_query(hi, jB, window) * group; // items [iA, iB)
+    constexpr int DP = 4 * ATT_L * CPT, NS = dkv_split(CPT);
+    // Per subblock: the q tile, then the dout tile. At the end the same memory holds the partial sums of
+    // subblocks 1 .. NS-1 ((NS - 1) * ATT_ROWS * DP floats <= NS * 2 * DKV_BK * DP).
+    static_assert((NS - 1) * ATT_ROWS <= NS * 2 * DKV_BK, "reduction buffer");
+    __shared__ __align__(16) float tiles[NS][2][DKV_BK * DP];
+    __shared__ float ms[NS][DKV_BK], dens[NS][DKV_BK], Ds[NS][DKV_BK];
+    const int s = threadIdx.x / ATT_THREADS, lt = threadIdx.x % ATT_THREADS;
+    const int g = blockIdx.x, group = H / KVH, sub = lt % ATT_L;
+    const int jA = blockIdx.y * ATT_ROWS, jr = jA + lt / ATT_L, jB = min(jA + ATT_ROWS, T) - 1;
+    const bool valid = jr < T;
+    const int j = valid ? jr : T - 1;
+    const size_t jg = (size_t)j * KVH + g;
+    const int t1 = attn_end_query(hi, j, window), tEnd = attn_end_query(hi, jB, window); // tEnd >= t1
+    const int ntiles = (tEnd - jA + DKV_BK - 1) / DKV_BK * group;
+    float *qs = tiles[s][0], *dos = tiles[s][1];
     float4 kr[CPT], vr[CPT], ak[CPT], av[CPT];
     row_load<CPT>(kr, k + jg * HD, sub, HD);
     row_load<CPT>(vr, v + jg * HD, sub, HD);
     for (int i = 0; i < CPT; i++) ak[i] = av[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (long ib = iA; ib < iB; ib += ATT_BK) {
-        int n = (int)min((long)ATT_BK, iB - ib);
-        __syncthreads();
-        // Item rows are (t, h) pairs of one g: group consecutive heads per query, so not one stride.
-        for (int e = threadIdx.x; e < ATT_BK * DP; e += ATT_THREADS) {
-            int r = e / DP, d = e % DP;
-            bool in = r < n && d < HD;
-            long it = ib + r;
-            size_t th = in ? (size_t)(it / group) * H + g * group + it % group : 0;
-            qs[e] = in ? as_float(q[th * HD + d]) : 0.0f;
-            dos[e] = in ? as_float(dout[th * HD + d]) : 0.0f;
+    for (int n = s; n < ntiles; n += NS) {
+        const int qb = jA + n / group * DKV_BK, nr = min(DKV_BK, tEnd - qb);
+        const size_t th0 = (size_t)qb * H + g * group + n % group; // item row r: th0 + r * H
+        subblock_sync(s);
+        tile_load<DP, DKV_BK>(qs, q + th0 * HD, (size_t)H * HD, nr, HD, lt);
+        tile_load<DP, DKV_BK>(dos, dout + th0 * HD, (size_t)H * HD, nr, HD, lt);
+        if (lt < DKV_BK) {
+            bool in = lt < nr;
+            size_t th = in ? th0 + (size_t)lt * H : 0;
+            ms[s][lt] = in ? smax[th] : 0.0f;
+            dens[s][lt] = in ? sden[th] : 1.0f;
+            Ds[s][lt] = in ? Dt[th] : 0.0f;
         }
-        if (threadIdx.x < ATT_BK) {
-            int r = threadIdx.x;
-            long it = ib + r;
-            size_t th = r < n ? (size_t)(it / group) * H + g * group + it % group : 0;
-            ms[r] = r < n ? smax[th] : 0.0f;
-            dens[r] = r < n ? sden[th] : 1.0f;
-            Ds[r] = r < n ? Dt[th] : 0.0f;
-            ts[r] = r < n ? (int)(it / group) : -1;
-        }
-        __syncthreads();
+        subblock_sync(s);
 #pragma unroll 4
-        for (int r = 0; r < ATT_BK; r++) {
-            float s = quad_sum(row_dot<CPT>(kr, qs + r * DP, sub)) * scale;
+        for (int r = 0; r < DKV_BK; r++) {
+            float sc = quad_sum(row_dot<CPT>(kr, qs + r * DP, sub)) * scale;
             float dp = quad_sum(row_dot<CPT>(vr, dos + r * DP, sub));
-            int t = ts[r];
+            int t = qb + r; // rows past nr have t >= tEnd >= t1: unseen
             bool see = t >= j && t < t1;
-            float pr = see ? expf(s - ms[r]) / dens[r] : 0.0f;
-            float ds = pr * (dp - Ds[r]);
+            float pr = see ? expf(sc - ms[s][r]) / dens[s][r] : 0.0f;
+            float ds = pr * (dp - Ds[s][r]);
             row_axpy<CPT>(av, pr, dos + r * DP, sub);
             row_axpy<CPT>(ak, ds, qs + r * DP, sub);
         }
     }
-    if (!valid) return;
+    // Partial sums of subblocks 1 .. NS-1 through shared memory (dv, then dk); subblock 0 adds them to its
+    // own in subblock order and stores.
+    float4 *red = reinterpret_cast<float4 *>(&tiles[0][0][0]);
+    subblock_reduce<CPT, NS>(av, red, s, lt);
+    subblock_reduce<CPT, NS>(ak, red, s, lt);
+    if (!valid || s) return;
     row_store<CPT>(dk + jg * HD, ak, scale, sub, HD);
     row_store<CPT>(dv + jg * HD, av, 1.0f, sub, HD);
 }
@@ -336,11 +374,11 @@ extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *
     float scale = attn_scale(d.HD);
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     dim3 gq((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
-    ATT_DISPATCH(d.HD, attn_bwd_dq_kernel, gq, dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo, d.T, d.H,
+    ATT_DISPATCH(d.HD, attn_bwd_dq_kernel, att_one_block, gq, dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo, d.T, d.H,
                  d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
-    dim3 gk((unsigned)((d.T + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
-    ATT_DISPATCH(d.HD, attn_bwd_dkv_kernel, gk, dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T, d.H,
+    dim3 gk((unsigned)d.KVH, (unsigned)((d.T + ATT_ROWS - 1) / ATT_ROWS));
+    ATT_DISPATCH(d.HD, attn_bwd_dkv_kernel, dkv_split, gk, dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T, d.H,
                  d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
 }
