@@ -142,7 +142,7 @@ typedef struct cuda_moe_lora {
     float scale;
 } cuda_moe_lora;
 
-#define CUDA_MOE_TILE_M 64 // slot rows per GEMM tile
+#define CUDA_MOE_TILE_M 128 // slot rows per GEMM tile (moe_gemm.cu's tile height)
 // Row tiles over S slots and E experts, at most: sum over experts of ceil(n_e / CUDA_MOE_TILE_M).
 int cuda_moe_max_tiles(int S, int E);
 

@@ -2,168 +2,378 @@
 // the slot rows sorted by expert, one block per (row tile of one expert, column tile), the row tiles read
 // from the plan's tile map on the device (moe.cu), so nothing waits for the host.
 //
-// bf16 tensor cores (wmma 16x16x16, fp32 accumulate), 64x128 output tiles, 32-deep k steps,
-// double-buffered (the next step's loads are in flight during the mma). The A tile is read (optionally
-// gathered through arow, optionally two interleaved arrays) either from bf16 activations (the forward: x,
-// act; staged as they are) or from fp32 gradients (the backward: dy, dgate/dup; rounded to bf16 as they are
-// staged), the kernel templated on that element type; the B tile is the expert weight decoded inside the
-// tile from its storage (MXFP4, NF4 or bf16), so the 4-bit experts are never expanded in memory. The results
-// (fp32, + bias) go to fp32 scratch.
-#include <mma.h>
-
+// bf16 tensor cores through mma.sync m16n8k16 (fp32 accumulate) fed by ldmatrix: 128 x 256 output tiles
+// (GM = CUDA_MOE_TILE_M rows: the plan's tiles), 8 warps of 64 x 64, 32-deep k steps over two
+// shared-memory stages with one barrier per step. The A tile is read (optionally gathered through arow,
+// optionally two interleaved arrays) either from bf16 activations (the forward: x, act; staged as they are)
+// or from fp32 gradients (the backward: dy, dgate/dup; rounded to bf16 as they are staged), the kernel
+// templated on that element type; the B tile is the expert weight decoded inside the tile from its storage
+// (MXFP4, NF4 or bf16), so the 4-bit experts are never expanded in memory. The results (fp32, + bias) go
+// from the accumulators straight to fp32 scratch.
+//
+// Pipeline (step s computes on stage s % 2): the global loads of A(s+1) are issued during step s-1 and
+// those of B(s+1) (the raw 4-bit bytes, from HBM) during step s-2; both are rounded / decoded and stored
+// into stage (s+1) % 2 between the two 16-deep halves of step s's mma, so the integer work of the decode
+// overlaps the tensor cores. Stage (s+1) % 2 was last read in step s-1, which every warp finished before
+// the barrier that ended step s-1; the barrier that ends step s publishes it. The fp32 sums run over k in
+// the same order for every run (deterministic).
+//
+// Shared-memory layouts (bf16, padded rows so that ldmatrix and the 16-byte stores meet no bank conflict):
+// As (m, k) pitch AKP; B for wt 1 (W_e (N, Kd): its rows are the n) as Bs (n, k) pitch AKP, read by
+// ldmatrix; for wt 0 (W_e (Kd, N), the 32-value MXFP4 blocks run along n) as Bs (k, n) pitch BNP, read by
+// ldmatrix.trans.
 #include "model/cuda/common.cuh"
 
-using namespace nvcuda;
+#define GM CUDA_MOE_TILE_M // 128
+#define GN 256
+#define GK 32
+#define GTHREADS 256
+#define AKP (GK + 8)   // (m, k) and (n, k) row pitch: 80 bytes, eight rows hit eight distinct 16-byte banks
+#define BNP (GN + 8)   // (k, n) row pitch: 528 bytes, likewise
+#define GSTAGES 2
+#define AUNITS (GM * GK / 8 / GTHREADS) // A runs of 8 k staged per thread per step: 2
+static_assert(GM == 128, "the warp layout (2 x 4 warps of 64 x 64) covers 128 x 256 tiles");
+static_assert(GN * GK / 32 == GTHREADS, "one 32-value weight run per thread per step");
 
-// Expert e's weight row r, columns c0 .. c0+15 (c0 a multiple of 16) in two steps, so that the loads of
-// the next k step are in flight while the tensor cores work on this one: expert_row16_load fetches the raw
-// MXFP4 bytes (8 bytes of code pairs, the block's scale) when the run lies inside the matrix (cols % 32 == 0:
-// half of one 32-value block); expert_row16_decode turns them into floats, or reads and decodes any other
-// case (NF4, bf16, edges; zeros outside the matrix) itself.
-typedef struct w16_raw {
-    uint2 codes;
-    uint8_t scale, fast;
-} w16_raw;
+// The stage sizes in bf16 elements: A (GM, AKP); B (GN, AKP) for wt 1, (GK, BNP) for wt 0.
+#define A_STAGE (GM * AKP)
+#define B_STAGE(WT) ((WT) ? GN * AKP : GK * BNP)
+#define SMEM_BYTES(WT) (GSTAGES * (A_STAGE + B_STAGE(WT)) * 2)
 
-static __device__ __forceinline__ w16_raw expert_row16_load(const cuda_experts &w, int e, int r, int c0) {
-    w16_raw q;
-    q.fast = w.fmt == WF_MXFP4 && r < w.rows && c0 + 16 <= w.cols;
-    if (q.fast) {
-        const int64_t i = (int64_t)e * w.rows * w.cols + (int64_t)r * w.cols + c0;
-        q.codes = *reinterpret_cast<const uint2 *>(w.blocks + i / 2);
-        q.scale = w.scales[i / 32];
-    }
-    return q;
+// ---------------------------------------------------------------------------------------------------
+// Tensor-core primitives.
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// Four 8x8 bf16 matrices, row addresses from lanes 0-7, 8-15, 16-23, 24-31 (the "memory" clobber keeps the
+// shared-memory stores of the C++ code on their side of it).
+static __device__ __forceinline__ void ldsm_x4(uint32_t a, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(a)
+                 : "memory");
+}
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t a, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                                 uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(a)
+                 : "memory");
+}
+// c (16x8 fp32) += a (16x16 bf16, row) b (16x8 bf16, col).
+static __device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, const uint32_t *b) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-static __device__ __forceinline__ void expert_row16_decode(const cuda_experts &w, const w16_raw &q, int e, int r,
-                                                           int c0, float *v) {
-    if (q.fast) {
-        const uint8_t *in = reinterpret_cast<const uint8_t *>(&q.codes);
-        const float scale = mxfp4_scale(q.scale);
-        for (int j = 0; j < 8; j++)
-            v[2 * j] = mxfp4_value(in[j] & 15) * scale, v[2 * j + 1] = mxfp4_value(in[j] >> 4) * scale;
+// ---------------------------------------------------------------------------------------------------
+// The B operand: one thread's run of 32 consecutive weights of expert e's row r, columns c0 .. c0+31 (c0 a
+// multiple of 32), as 16 words of bf16 pairs (even column in the low half). The raw bytes are loaded a step
+// or two before they are decoded (b_load); b_decode turns them into bf16, or reads and decodes any other
+// case itself (NF4, bf16, a matrix edge: zeros outside; scale bytes outside [2, 252]).
+typedef struct b_raw {
+    uint4 codes; // 32 e2m1 codes, low nibble = even column
+    uint32_t scale;
+} b_raw;
+
+static __device__ __forceinline__ bool b_fast(const cuda_experts &w, int r, int c0) {
+    return w.fmt == WF_MXFP4 && r < w.rows && c0 + 32 <= w.cols;
+}
+
+static __device__ __forceinline__ void b_load(const cuda_experts &w, int e, int r, int c0, b_raw &q) {
+    if (b_fast(w, r, c0)) {
+        const int64_t i = (int64_t)e * w.rows * w.cols + (int64_t)r * w.cols + c0; // a multiple of 32
+        q.codes = __ldg(reinterpret_cast<const uint4 *>(w.blocks + i / 2));
+        q.scale = __ldg(w.scales + i / 32);
+    }
+}
+
+// A bf16 pair as one word (low half = first element).
+typedef union bf16x2_bits {
+    uint32_t u;
+    __nv_bfloat162 b;
+} bf16x2_bits;
+static __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t x, uint32_t y) {
+    bf16x2_bits a, b;
+    a.u = x, b.u = y;
+    a.b = __hmul2(a.b, b.b);
+    return a.u;
+}
+
+// Eight e2m1 codes (q's nibbles, element j in nibble j) at scale 2^0 as bf16 pairs out[0..3]. The bytes of
+// the bf16 magnitudes of codes 0-7 {0, 0.5, 1, 1.5, 2, 3, 4, 6} are looked up four at a time with byte
+// permutes (high bytes {00 3F 3F 3F 40 40 40 40}, low bytes {00 00 80 C0 00 40 80 C0}), the sign (bit 3 of
+// each code) goes to bit 7 of the high byte, then low and high bytes are interleaved into bf16 pairs.
+static __device__ __forceinline__ void e2m1x8_bf16(uint32_t q, uint32_t *out) {
+    const uint32_t HX = 0x3F3F3F00u, HY = 0x40404040u, LX = 0xC0800000u, LY = 0xC0804000u;
+    const uint32_t sa = q & 0x7777u, sb = (q >> 16) & 0x7777u, q4 = q << 4;
+    // Sign of element j: q bit 4j+3; element 2i's is bit 7 of q4's byte i, element 2i+1's bit 7 of q's byte i.
+    const uint32_t ha = __byte_perm(HX, HY, sa) | (__byte_perm(q4, q, 0x5140) & 0x80808080u);
+    const uint32_t hb = __byte_perm(HX, HY, sb) | (__byte_perm(q4, q, 0x7362) & 0x80808080u);
+    const uint32_t la = __byte_perm(LX, LY, sa), lb = __byte_perm(LX, LY, sb);
+    out[0] = __byte_perm(la, ha, 0x5140), out[1] = __byte_perm(la, ha, 0x7362);
+    out[2] = __byte_perm(lb, hb, 0x5140), out[3] = __byte_perm(lb, hb, 0x7362);
+}
+
+// Element (r, c) of expert e as a bf16 (0 outside the matrix), the reference decode (dequant.cu's values).
+static __device__ __forceinline__ uint16_t expert_bf16(const cuda_experts &w, int e, int r, int c) {
+    if (r >= w.rows || c >= w.cols) return 0;
+    const int64_t n = (int64_t)w.rows * w.cols, i = (int64_t)r * w.cols + c;
+    if (w.fmt == WF_MXFP4) {
+        const uint8_t byte = w.blocks[(e * n + i) / 2];
+        return bf16_bits(mxfp4_value(i & 1 ? byte >> 4 : byte & 15) * mxfp4_scale(w.scales[(e * n + i) / 32]));
+    }
+    if (w.fmt == WF_NF4)
+        return bf16_bits(nf4_value(w.blocks + e * w.nf4_bytes, w.absmax + e * w.nf4_blocks, w.qmap + e * 16,
+                                   w.blocksize, i));
+    return w.bf16[e * n + i];
+}
+
+// The MXFP4 values are code * 2^(s - 127), s the block's scale byte: exact in bf16; for 2 <= s <= 252 every
+// product (0.5 .. 6 times the scale) is a normal bf16, so one bf16x2 multiply of the scale-1 pairs by
+// 2^(s - 127) gives it exactly (zeros keep their sign). Other scale bytes take the reference path.
+static __device__ __forceinline__ void b_decode(const cuda_experts &w, const b_raw &q, int e, int r, int c0,
+                                                uint32_t *out) {
+    if (b_fast(w, r, c0) && q.scale >= 2 && q.scale <= 252) {
+        const uint32_t sc = q.scale << 7 | q.scale << 23; // 2^(s - 127) as a bf16 pair
+        const uint32_t words[4] = {q.codes.x, q.codes.y, q.codes.z, q.codes.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            e2m1x8_bf16(words[i], out + 4 * i);
+#pragma unroll
+            for (int j = 0; j < 4; j++) out[4 * i + j] = bf16x2_mul(out[4 * i + j], sc);
+        }
         return;
     }
-    const int64_t n = (int64_t)w.rows * w.cols, i0 = (int64_t)r * w.cols + c0;
-    for (int j = 0; j < 16; j++) {
-        float x = 0.0f;
-        if (r < w.rows && c0 + j < w.cols) {
-            int64_t i = i0 + j;
-            if (w.fmt == WF_NF4)
-                x = bf16_float(bf16_bits(nf4_value(w.blocks + e * w.nf4_bytes, w.absmax + e * w.nf4_blocks,
-                                                   w.qmap + e * 16, w.blocksize, i)));
-            else if (w.fmt == WF_BF16) x = bf16_float(w.bf16[e * n + i]);
-        }
-        v[j] = x;
-    }
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+        out[j] = expert_bf16(w, e, r, c0 + 2 * j) | (uint32_t)expert_bf16(w, e, r, c0 + 2 * j + 1) << 16;
 }
 
-#define GM CUDA_MOE_TILE_M
-#define GN 128 // wide, so that each A row is read N/GN times
-#define GK 32
-#define GKP (GK + 8) // smem row pitch (bf16): a multiple of 8 as wmma asks, off the bank stride
-#define GCP (GN + 4) // fp32 output tile pitch
-#define GTHREADS 256
-#define GAR (GM * GK / GTHREADS) // A elements staged per thread per k step
+// ---------------------------------------------------------------------------------------------------
+// The A operand: runs of 8 consecutive k of one row, raw as loaded (converted when stored). With a1 the
+// run's elements k .. k+7 are a0, a1, a0, a1, ... at columns k/2 .. k/2+3: held as a0's four then a1's four.
+template <typename TA> struct a_run;
+template <> struct a_run<uint16_t> { uint32_t w[4]; }; // 8 bf16 (a1: a0's 4 in w[0..1], a1's in w[2..3])
+template <> struct a_run<float> { float v[8]; };       // 8 fp32 (a1: a0's 4 in v[0..3], a1's in v[4..7])
 
-// The operands of one k step held in registers between their global loads and their shared-memory stores.
-template <typename TA> struct gemm_stage {
-    TA a[GAR];
-    w16_raw b;
-};
+static __device__ __forceinline__ void a_vec(a_run<uint16_t> &u, const uint16_t *a0, const uint16_t *a1,
+                                             size_t at, int k) {
+    if (a1) {
+        const uint2 x = __ldg(reinterpret_cast<const uint2 *>(a0 + at + k / 2));
+        const uint2 y = __ldg(reinterpret_cast<const uint2 *>(a1 + at + k / 2));
+        u.w[0] = x.x, u.w[1] = x.y, u.w[2] = y.x, u.w[3] = y.y;
+    } else {
+        const uint4 x = __ldg(reinterpret_cast<const uint4 *>(a0 + at + k));
+        u.w[0] = x.x, u.w[1] = x.y, u.w[2] = x.z, u.w[3] = x.w;
+    }
+}
+static __device__ __forceinline__ void a_vec(a_run<float> &u, const float *a0, const float *a1, size_t at, int k) {
+    const float4 x = __ldg(reinterpret_cast<const float4 *>(a1 ? a0 + at + k / 2 : a0 + at + k));
+    const float4 y = __ldg(reinterpret_cast<const float4 *>(a1 ? a1 + at + k / 2 : a0 + at + k + 4));
+    u.v[0] = x.x, u.v[1] = x.y, u.v[2] = x.z, u.v[3] = x.w, u.v[4] = y.x, u.v[5] = y.y, u.v[6] = y.z, u.v[7] = y.w;
+}
+// Slot j of the raw layout: element k + j (no a1), or a0 / a1 column k/2 + j % 4 (j < 4 / j >= 4).
+static __device__ __forceinline__ void a_set(a_run<uint16_t> &u, int j, uint16_t v) {
+    u.w[j / 2] = j & 1 ? (u.w[j / 2] & 0xFFFFu) | (uint32_t)v << 16 : v;
+}
+static __device__ __forceinline__ void a_set(a_run<float> &u, int j, float v) { u.v[j] = v; }
+// The run as 8 bf16 in k order (fp32 rounded to nearest even).
+static __device__ __forceinline__ uint4 a_pack(const a_run<uint16_t> &u, bool inter) {
+    if (!inter) return make_uint4(u.w[0], u.w[1], u.w[2], u.w[3]);
+    return make_uint4(__byte_perm(u.w[0], u.w[2], 0x5410), __byte_perm(u.w[0], u.w[2], 0x7632),
+                      __byte_perm(u.w[1], u.w[3], 0x5410), __byte_perm(u.w[1], u.w[3], 0x7632));
+}
+static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+    bf16x2_bits u;
+    u.b = __floats2bfloat162_rn(lo, hi);
+    return u.u;
+}
+static __device__ __forceinline__ uint4 a_pack(const a_run<float> &u, bool inter) {
+    if (!inter) return make_uint4(pack2(u.v[0], u.v[1]), pack2(u.v[2], u.v[3]), pack2(u.v[4], u.v[5]),
+                                  pack2(u.v[6], u.v[7]));
+    return make_uint4(pack2(u.v[0], u.v[4]), pack2(u.v[1], u.v[5]), pack2(u.v[2], u.v[6]), pack2(u.v[3], u.v[7]));
+}
 
-// grid (max_tiles, ceil(N / GN)), 256 threads: 8 warps, each a 32x32 part of the 64x128 tile. Software
-// pipelined: As/Bs are double-buffered; the global loads of k step i+1 are issued before the mma of step i
-// and stored (A as bf16, B decoded) after it, so one barrier per k step separates the buffers.
-template <typename TA> __global__ void __launch_bounds__(GTHREADS) moe_gemm_kernel(cuda_moe_gemm_args g) {
+static __device__ __forceinline__ bool aligned(const void *p, int bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
+
+// ---------------------------------------------------------------------------------------------------
+// grid (max_tiles, ceil(N / GN)), GTHREADS threads, SMEM_BYTES(WT) dynamic shared memory. Warp w computes
+// rows wm .. wm+63, columns wn .. wn+63 of the tile as 4 x 8 mma tiles of 16 x 8.
+template <typename TA, int WT> __global__ void __launch_bounds__(GTHREADS, 1) moe_gemm_kernel(cuda_moe_gemm_args g) {
     const TA *a0 = (const TA *)g.a0, *a1 = (const TA *)g.a1; // A's element type (cuda_ops.h)
     const int e = g.tiles[2 * blockIdx.x];
     if (e < 0) return;
-    const int r0 = g.tiles[2 * blockIdx.x + 1], r1 = min(r0 + GM, g.off[e + 1]), n0 = blockIdx.y * GN;
-    // As (2, m, k) and Bs (2, n, k) bf16 in the k loop; the fp32 output tile Cs (m, n) reuses the bytes.
-    __shared__ __align__(32) unsigned char smem[GM * GCP * sizeof(float)];
-    static_assert(2 * (GM + GN) * GKP * 2 <= GM * GCP * sizeof(float), "Cs covers both As and Bs buffers");
-    __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem), *Bs = As + 2 * GM * GKP;
-    float *Cs = reinterpret_cast<float *>(smem);
-    const int tid = threadIdx.x, warp = tid / WARP, wm = (warp / 4) * 32, wn = (warp % 4) * 32;
-    // This thread's A elements: rows m = tid / GK + i * (GTHREADS / GK), column kk of each k step; the
-    // source rows are fixed for the block (-1: past the expert's rows, staged as zero).
-    const int kk = tid % GK;
-    int src[GAR];
-    for (int i = 0; i < GAR; i++) {
-        const int r = r0 + tid / GK + i * (GTHREADS / GK);
-        src[i] = r < r1 ? (g.arow ? g.arow[r] : r) : -1;
+    const int r0 = g.tiles[2 * blockIdx.x + 1], mrows = min(GM, g.off[e + 1] - r0), n0 = blockIdx.y * GN;
+    extern __shared__ __align__(16) uint16_t smem[];
+    uint16_t *As = smem, *Bs = smem + GSTAGES * A_STAGE;
+    const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, wm = (warp / 4) * 64, wn = (warp % 4) * 64;
+    const int ns = (g.Kd + GK - 1) / GK; // k steps
+
+    // This thread's A runs: rows am + 64 i of the tile, k offset ak of each step; source rows fixed for the
+    // block (-1: past the expert's rows, staged as zeros).
+    const int am = tid / 4, ak = (tid % 4) * 8;
+    size_t asrc[AUNITS];
+    bool avalid[AUNITS];
+#pragma unroll
+    for (int i = 0; i < AUNITS; i++) {
+        const int m = am + 64 * i;
+        avalid[i] = m < mrows;
+        asrc[i] = avalid[i] ? (size_t)(g.arow ? g.arow[r0 + m] : r0 + m) * g.lda : 0;
     }
-    // This thread's B run: 16 weights, two threads per 32-value run.
-    const int seg = tid / 2, half = 16 * (tid % 2), kr = seg / 4, nc = 32 * (seg % 4) + half;
-    auto load = [&](int k0, gemm_stage<TA> &st) {
-        const int k = k0 + kk;
-        for (int i = 0; i < GAR; i++) {
-            TA v = 0; // +0 in fp32 and in bf16 bits
-            if (src[i] >= 0 && k < g.Kd) {
-                const size_t at = (size_t)src[i] * g.lda;
-                v = a1 ? (k & 1 ? a1 : a0)[at + k / 2] : a0[at + k];
+    const bool inter = a1 != nullptr;
+    const int vb = inter ? 4 * (int)sizeof(TA) : 16; // bytes per vector load (a_vec)
+    const bool avec = g.lda % (vb / (int)sizeof(TA)) == 0 && aligned(a0, vb) && (!inter || aligned(a1, vb));
+    // This thread's B run per step: wt 1: W_e row n0 + bn, columns k0 .. k0+31 (into Bs (n, k) row bn);
+    // wt 0: W_e row k0 + bk, columns n0 + 32 bnb .. (into Bs (k, n) row bk): eight neighbouring threads
+    // take four rows x two runs, so that their 16-byte stores meet distinct banks.
+    const int bq = tid / 8, bl = tid % 8;
+    const int bk = 4 * (bq % 8) + bl / 2, bnb = 2 * (bq / 8) + bl % 2;
+    auto b_row = [&](int k0) { return WT ? n0 + tid : k0 + bk; };
+    auto b_col = [&](int k0) { return WT ? k0 : n0 + 32 * bnb; };
+
+    a_run<TA> ra[AUNITS];
+    auto load_a = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < AUNITS; i++) {
+            const int k = k0 + ak;
+            if (avalid[i] && avec && k + 8 <= g.Kd) {
+                a_vec(ra[i], a0, a1, asrc[i], k);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    // Raw slot j: element k + j, or (a1) a0 / a1 at column k/2 + j % 4 = element k + 2 (j % 4) + j / 4.
+                    const int kj = inter ? k + 2 * (j % 4) + j / 4 : k + j;
+                    TA v = 0; // +0 in fp32 and in bf16 bits
+                    if (avalid[i] && kj < g.Kd) v = inter ? (j < 4 ? a0 : a1)[asrc[i] + kj / 2] : a0[asrc[i] + kj];
+                    a_set(ra[i], j, v);
+                }
             }
-            st.a[i] = v;
-        }
-        st.b = g.wt ? expert_row16_load(g.w, e, n0 + seg, k0 + half) : expert_row16_load(g.w, e, k0 + kr, n0 + nc);
-    };
-    auto store = [&](int k0, const gemm_stage<TA> &st, __nv_bfloat16 *as, __nv_bfloat16 *bs) {
-        for (int i = 0; i < GAR; i++) as[(tid / GK + i * (GTHREADS / GK)) * GKP + kk] = as_bf16(st.a[i]);
-        float v[16];
-        if (g.wt) { // Bs row seg = W_e row n0 + seg, columns k0 + half ..
-            expert_row16_decode(g.w, st.b, e, n0 + seg, k0 + half, v);
-            uint32_t packed[8];
-            for (int q = 0; q < 8; q++) packed[q] = bf16_bits(v[2 * q]) | (uint32_t)bf16_bits(v[2 * q + 1]) << 16;
-            uint4 *dst = reinterpret_cast<uint4 *>(bs + seg * GKP + half);
-            dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-            dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-        } else { // W_e row k0 + kr, columns n0 + nc .. into Bs column kr
-            expert_row16_decode(g.w, st.b, e, k0 + kr, n0 + nc, v);
-            for (int j = 0; j < 16; j++) bs[(nc + j) * GKP + kr] = __float2bfloat16_rn(v[j]);
         }
     };
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
-    gemm_stage<TA> st;
-    load(0, st);
-    store(0, st, As, Bs);
+    auto store_a = [&](uint16_t *as) {
+#pragma unroll
+        for (int i = 0; i < AUNITS; i++)
+            *reinterpret_cast<uint4 *>(as + (am + 64 * i) * AKP + ak) = a_pack(ra[i], inter);
+    };
+    auto store_b = [&](int k0, const b_raw &q, uint16_t *bs) {
+        uint32_t v[16];
+        b_decode(g.w, q, e, b_row(k0), b_col(k0), v);
+        uint4 *dst = reinterpret_cast<uint4 *>(WT ? bs + tid * AKP : bs + bk * BNP + 32 * bnb);
+#pragma unroll
+        for (int j = 0; j < 4; j++) dst[j] = make_uint4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    };
+
+    float acc[4][8][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    // Row tiles of 16 holding no row of the expert skip their mma (the last tile of an expert is partial).
+    const int mt_live = min(4, max(0, (mrows - wm + 15) / 16));
+
+    // One 16-deep half step on stage (as, bs), k offset ks within the step.
+    auto mma_half = [&](const uint16_t *as, const uint16_t *bs, int ks) {
+        if (mt_live == 0) return;
+        uint32_t b[8][2];
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            if (WT) {
+                const int n = wn + 16 * p + (lane & 7) + ((lane >> 4) << 3), k = ks + ((lane >> 3) & 1) * 8;
+                ldsm_x4(smem_addr(bs + n * AKP + k), b[2 * p][0], b[2 * p][1], b[2 * p + 1][0], b[2 * p + 1][1]);
+            } else {
+                const int k = ks + ((lane >> 3) & 1) * 8 + (lane & 7), n = wn + 16 * p + (lane >> 4) * 8;
+                ldsm_x4_t(smem_addr(bs + k * BNP + n), b[2 * p][0], b[2 * p][1], b[2 * p + 1][0], b[2 * p + 1][1]);
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            if (mt >= mt_live) break;
+            uint32_t a[4];
+            ldsm_x4(smem_addr(as + (wm + 16 * mt + (lane & 15)) * AKP + ks + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) mma_bf16(acc[mt][nt], a, b[nt]);
+        }
+    };
+
+    // Prologue: stage 0 holds step 0; A(1), B(1) and B(2) are in flight.
+    b_raw rb0, rb1;
+    load_a(0);
+    b_load(g.w, e, b_row(0), b_col(0), rb1);
+    store_a(As);
+    store_b(0, rb1, Bs);
+    if (ns > 1) load_a(GK), b_load(g.w, e, b_row(GK), b_col(GK), rb0);
+    if (ns > 2) b_load(g.w, e, b_row(2 * GK), b_col(2 * GK), rb1);
     __syncthreads();
-    for (int k0 = 0, buf = 0; k0 < g.Kd; k0 += GK, buf ^= 1) {
-        const bool next = k0 + GK < g.Kd;
-        if (next) load(k0 + GK, st);
-        const __nv_bfloat16 *as = As + buf * GM * GKP, *bs = Bs + buf * GN * GKP;
-        for (int ks = 0; ks < GK; ks += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb[2];
-            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], as + (wm + 16 * i) * GKP + ks, GKP);
-            for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], bs + (wn + 16 * j) * GKP + ks, GKP);
-            for (int i = 0; i < 2; i++)
-                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+
+    // Step s: x holds B(s+1) (stored now, then refilled with B(s+3)), the other register set B(s+2).
+    auto step = [&](int s, b_raw &x) {
+        const int cur = s % GSTAGES, nxt = (s + 1) % GSTAGES;
+        const uint16_t *as = As + cur * A_STAGE, *bs = Bs + cur * B_STAGE(WT);
+        mma_half(as, bs, 0);
+        if (s + 1 < ns) {
+            store_a(As + nxt * A_STAGE);
+            store_b((s + 1) * GK, x, Bs + nxt * B_STAGE(WT));
         }
-        if (next) store(k0 + GK, st, As + (buf ^ 1) * GM * GKP, Bs + (buf ^ 1) * GN * GKP);
+        if (s + 2 < ns) load_a((s + 2) * GK);
+        if (s + 3 < ns) b_load(g.w, e, b_row((s + 3) * GK), b_col((s + 3) * GK), x);
+        mma_half(as, bs, 16);
         __syncthreads();
+    };
+    for (int s = 0; s < ns; s += 2) {
+        step(s, rb0);
+        if (s + 1 < ns) step(s + 1, rb1);
     }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++)
-            wmma::store_matrix_sync(Cs + (wm + 16 * i) * GCP + wn + 16 * j, acc[i][j], GCP, wmma::mem_row_major);
-    __syncthreads();
-    for (int idx = tid; idx < GM * GN; idx += GTHREADS) {
-        const int m = idx / GN, nn = idx % GN, r = r0 + m, n = n0 + nn;
-        if (r >= r1 || n >= g.N) continue;
-        const float v = Cs[m * GCP + nn] + (g.bias ? g.bias[(size_t)e * g.N + n] : 0.0f);
-        if (g.c1) (n & 1 ? g.c1 : g.c0)[(size_t)r * g.ldc + n / 2] = v;
-        else g.c0[(size_t)r * g.ldc + n] = v;
+
+    // Epilogue: accumulator (mt, nt) holds rows g, g+8 (g = lane / 4), columns 2 (lane % 4) + {0, 1}.
+    const bool vec2 = !g.c1 && g.ldc % 2 == 0 && aligned(g.c0, 8);
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        const int n = n0 + wn + 8 * nt + 2 * (lane % 4);
+        if (n >= g.N) continue;
+        const bool two = n + 1 < g.N;
+        const float b0 = g.bias ? g.bias[(size_t)e * g.N + n] : 0.0f;
+        const float b1 = g.bias && two ? g.bias[(size_t)e * g.N + n + 1] : 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int m = wm + 16 * mt + lane / 4 + 8 * h;
+                if (m >= mrows) continue;
+                const size_t r = (size_t)(r0 + m) * g.ldc;
+                const float v0 = acc[mt][nt][2 * h] + b0, v1 = acc[mt][nt][2 * h + 1] + b1;
+                if (g.c1) { // n even: n into c0, n + 1 into c1, both at column n / 2
+                    g.c0[r + n / 2] = v0;
+                    if (two) g.c1[r + n / 2] = v1;
+                } else if (vec2 && two) {
+                    *reinterpret_cast<float2 *>(g.c0 + r + n) = make_float2(v0, v1);
+                } else {
+                    g.c0[r + n] = v0;
+                    if (two) g.c0[r + n + 1] = v1;
+                }
+            }
     }
+}
+
+template <typename TA, int WT> static void moe_gemm_launch(const cuda_moe_gemm_args *a, dim3 grid) {
+    static bool ready; // the > 48 KiB shared-memory opt-in, once per instantiation (host-side attribute)
+    if (!ready) {
+        CUDA_CHECK(cudaFuncSetAttribute(moe_gemm_kernel<TA, WT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        SMEM_BYTES(WT)));
+        ready = true;
+    }
+    moe_gemm_kernel<TA, WT><<<grid, GTHREADS, SMEM_BYTES(WT)>>>(*a);
+    CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void cuda_moe_gemm(const cuda_moe_gemm_args *a, int S, int E) {
     dim3 grid(cuda_moe_max_tiles(S, E), cuda_blocks(a->N, GN));
-    if (a->a_bf16) moe_gemm_kernel<uint16_t><<<grid, GTHREADS>>>(*a);
-    else moe_gemm_kernel<float><<<grid, GTHREADS>>>(*a);
-    CUDA_LAUNCH_CHECK();
+    if (a->a_bf16) a->wt ? moe_gemm_launch<uint16_t, 1>(a, grid) : moe_gemm_launch<uint16_t, 0>(a, grid);
+    else a->wt ? moe_gemm_launch<float, 1>(a, grid) : moe_gemm_launch<float, 0>(a, grid);
 }
 
 extern "C" int cuda_moe_max_tiles(int S, int E) { return (S + E * (CUDA_MOE_TILE_M - 1)) / CUDA_MOE_TILE_M; }
