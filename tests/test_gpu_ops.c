@@ -1,16 +1,16 @@
 // tests/test_gpu_ops.c: the small CUDA ops of model/cuda/ (elementwise, dequant, RMSNorm, RoPE, router,
-// LoRA, cross-entropy) against their CPU twins in model/cpu/ (and the cuBLASLt GEMM against a
+// cross-entropy) against their CPU twins in model/cpu/ (and the cuBLASLt GEMM against a
 // double-precision host product), on fresh random inputs, at tile edges (1 token, token counts that are
 // not multiples of 32 or of a GEMM tile, a vocabulary that ends in a partial chunk), with every output
 // poisoned with NaN first. Where the GPU reads bf16 the CPU gets the same inputs rounded to bf16, so only
 // the GPU's own roundings differ. Attention is in test_gpu_attention.c, SwiGLU and the MoE in
-// test_gpu_moe.c. Skips without a GPU.
+// test_gpu_moe.c, the LoRA funnel in test_gpu_lora.c. Skips without a GPU.
 //
 // Tolerances (norm-wise relative error, see gpu_test.h):
 //   exact  the casts, the bias and residual adds (one fp32 add, rounded once, is the same on both sides),
 //          the embedding rows, dequantization (bf16 of the CPU's fp32 value) and the router's choice;
 //   1e-5   fp32 outputs whose only difference from the CPU is the order of sums and 1-ulp differences of
-//          expf/cosf (RMSNorm rstd and dx, RoPE tables and backward, router, LoRA, the GEMM on bf16
+//          expf/cosf (RMSNorm rstd and dx, RoPE tables and backward, router, the GEMM on bf16
 //          inputs, the CE loss);
 //   4e-3   outputs stored as bf16 (RMSNorm y, RoPE forward): rounding to bf16's 8 significant bits moves
 //          each element by at most 2^-8 = 3.9e-3 relative, so the norm-wise error is at most that; on top,
@@ -337,31 +337,6 @@ static void test_router(void) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-static void test_lora(void) {
-    const int M = 37, in = 50, out = 70, R = 8;
-    const float scale = 2.0f;
-    pair_buf p;
-    pair_make(&p, &g_seed, R, in, out);
-    float *x = rand_vec(&g_seed, (size_t)M * in, 1.0f), *y = rand_vec(&g_seed, (size_t)M * out, 1.0f);
-    float *dy = rand_vec(&g_seed, (size_t)M * out, 1.0f), *dx = rand_vec(&g_seed, (size_t)M * in, 1.0f);
-    float *gx = gpu_dup_f(x, (size_t)M * in), *gy = gpu_dup_f(y, (size_t)M * out), *gz = gpu_poison((size_t)M * R);
-    float *gdy = gpu_dup_f(dy, (size_t)M * out), *gdx = gpu_dup_f(dx, (size_t)M * in), *gdz = gpu_poison((size_t)M * R);
-    float *z = xmalloc((size_t)M * R * 4), *dz = xmalloc((size_t)M * R * 4);
-    cpu_lora_forward(y, z, x, &p.h, M, in, out, R, scale);
-    cpu_lora_backward(dx, dz, dy, x, z, &p.h, M, in, out, R, scale);
-    cuda_lora_forward(gy, gz, gx, &p.d, M, in, out, R, scale);
-    cuda_lora_backward(gdx, gdz, gdy, gx, gz, &p.d, M, in, out, R, scale);
-    float *ry = gpu_get(gy, (size_t)M * out), *rz = gpu_get(gz, (size_t)M * R), *rdx = gpu_get(gdx, (size_t)M * in);
-    check_close("lora forward y (+=)", ry, y, (size_t)M * out, 1e-5);
-    check_close("lora forward z", rz, z, (size_t)M * R, 1e-5);
-    check_close("lora backward dx (+=)", rdx, dx, (size_t)M * in, 1e-5);
-    pair_check("lora backward", &p, R, in, out, 1e-5);
-    pair_free(&p);
-    cuda_free(gx), cuda_free(gy), cuda_free(gz), cuda_free(gdy), cuda_free(gdx), cuda_free(gdz);
-    free(x), free(y), free(dy), free(dx), free(z), free(dz), free(ry), free(rz), free(rdx);
-}
-
-// ---------------------------------------------------------------------------------------------------
 static void test_ce(void) {
     const int T = 37, D = 64, V = 20000; // 3 chunks of 8192, the last one partial
     float *h = rand_vec(&g_seed, (size_t)T * D, 1.0f), *w = rand_vec(&g_seed, (size_t)V * D, 0.3f);
@@ -414,7 +389,6 @@ int main(void) {
     test_rmsnorm();
     test_rope();
     test_router();
-    test_lora();
     test_ce();
     return gpu_test_finish();
 }

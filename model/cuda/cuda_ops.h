@@ -99,12 +99,16 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const uin
                           size_t n, float limit, float alpha);
 
 // ---------------------------------------------------------------------------------------------------
-// lora.cu: THE LoRA funnel on the GPU (model/cpu/lora.c), fp32 GEMMs; p holds device pointers; x is the
-// fp32 copy of the projection's bf16 input (cuda_cast_f32 into scratch).
+// lora.cu: THE LoRA funnel on the GPU (model/cpu/lora.c), fp32 arithmetic, deterministic; p holds device
+// pointers; x is the fp32 copy of the projection's bf16 input (cuda_cast_f32 into scratch).
 void cuda_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
                        float scale);
 void cuda_lora_backward(float *dx, float *dz, const float *dy, const float *x, const float *z, const lora_pair *p,
                         int M, int in, int out, int R, float scale);
+// The funnel's kernels on one plain fp32 matrix W (N, K) with N small (the router's shapes, N = E), fp32
+// arithmetic in a fixed order: z (M, N) = x W^T with x (M, K) bf16 (overwritten); y (M, K) += z (M, N) W.
+void cuda_narrow_xwt(float *z, const uint16_t *x, const float *W, int M, int K, int N);
+void cuda_narrow_zw_add(float *y, const float *z, const float *W, int M, int N, int K);
 
 // ---------------------------------------------------------------------------------------------------
 // loss.cu (model/cpu/loss.c): LM head + cross-entropy over V in chunks of CUDA_CE_CHUNK logits.
