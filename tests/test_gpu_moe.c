@@ -1,7 +1,8 @@
 // tests/test_gpu_moe.c: model/cuda/swiglu.cu and model/cuda/moe.cu against model/cpu/swiglu.c and
 // model/cpu/moe.c: the clamped SwiGLU alone, then one layer's experts (MXFP4 and NF4, LoRA on gate, up and
 // down with the shared gate/up A) at GEMM tile edges, with an expert that gets no token, forward and
-// backward behind a stream hold that proves neither makes the host wait. Skips without a GPU.
+// backward behind a stream hold that proves neither makes the host wait; then the plan alone (the sort of
+// the slots by expert and the tile map) bit for bit at realistic sizes. Skips without a GPU.
 //
 // The GPU keeps activations in bf16 (x, res, gate, up, act, y, out); the CPU gets the same bf16 inputs (x,
 // res rounded) and keeps fp32, so the differences are the GPU's own roundings. Tolerances count them
@@ -317,6 +318,109 @@ static void test_moe(void) {
     test_moe_case(WF_NF4, 37, 40, 36, 0);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// The plan alone (cuda_moe_plan) against a host counting sort, bit for bit: off (E+1), tok, kof (S), slot
+// (T, K) and the tile map (2 * cuda_moe_max_tiles(S, E)): tile q = (expert, first row) in expert order, a
+// tile per CUDA_MOE_TILE_M rows of an expert, (-1, 0) past the last.
+static void plan_reference(int32_t *off, int32_t *tok, int32_t *kof, int32_t *slot, int32_t *tiles, int max_tiles,
+                           const int32_t *sel, int T, int E, int K) {
+    const int S = T * K;
+    int32_t *next = xmalloc((size_t)E * 4);
+    memset(off, 0, (size_t)(E + 1) * 4);
+    for (int i = 0; i < S; i++) off[sel[i] + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    memcpy(next, off, (size_t)E * 4);
+    for (int i = 0; i < S; i++) {
+        const int p = next[sel[i]]++;
+        slot[i] = p, tok[p] = i / K, kof[p] = i % K;
+    }
+    int n = 0;
+    for (int e = 0; e < E; e++)
+        for (int r = off[e]; r < off[e + 1]; r += CUDA_MOE_TILE_M, n++) tiles[2 * n] = e, tiles[2 * n + 1] = r;
+    for (; n < max_tiles; n++) tiles[2 * n] = -1, tiles[2 * n + 1] = 0;
+    free(next);
+}
+
+// First index where two int arrays differ, -1 when equal.
+static long first_diff(const int32_t *a, const int32_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return (long)i;
+    return -1;
+}
+
+// sel (T, K): K distinct experts per token as the router picks them, drawn with density ~ 1/sqrt(e) (the
+// low experts get many tokens, several row tiles each; the high ones few), never an expert e with
+// e % 5 == 4 (empty experts, also the last one when E % 5 == 0). The plan runs behind a stream hold (it
+// must not make the host wait), twice (the second result must be the first, bit for bit).
+static void test_plan_case(int T, int E, int K) {
+    const int S = T * K, nt = cuda_moe_max_tiles(S, E);
+    int32_t *sel = xmalloc((size_t)S * 4);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) {
+            int e, dup;
+            do {
+                const float u = 0.5f * (gpu_test_rand(&g_seed, 1.0f) + 1.0f);
+                e = (int)((float)E * u * u) % E, dup = e % 5 == 4;
+                for (int q = 0; q < k; q++) dup |= sel[t * K + q] == e;
+            } while (dup);
+            sel[t * K + k] = e;
+        }
+    int32_t *off = xmalloc((size_t)(E + 1) * 4), *tok = xmalloc((size_t)S * 4), *kof = xmalloc((size_t)S * 4);
+    int32_t *slot = xmalloc((size_t)S * 4), *tiles = xmalloc((size_t)2 * nt * 4);
+    plan_reference(off, tok, kof, slot, tiles, nt, sel, T, E, K);
+    cuda_moe_acts a;
+    memset(&a, 0, sizeof a);
+    a.off = cuda_malloc((size_t)(E + 1) * 4), a.tok = cuda_malloc((size_t)S * 4), a.kof = cuda_malloc((size_t)S * 4);
+    a.slot = cuda_malloc((size_t)S * 4), a.tiles = cuda_malloc((size_t)2 * nt * 4);
+    int32_t *dsel = gpu_dup(sel, (size_t)S * 4);
+    const struct {
+        const char *name;
+        int32_t *dev, *ref;
+        size_t n;
+    } out[] = {{"off", a.off, off, (size_t)E + 1}, {"tok", a.tok, tok, (size_t)S}, {"kof", a.kof, kof, (size_t)S},
+               {"slot", a.slot, slot, (size_t)S}, {"tiles", a.tiles, tiles, (size_t)2 * nt}};
+    int32_t *first[5] = {0};
+    char what[160];
+    for (int run = 0; run < 2; run++) {
+        for (int i = 0; i < 5; i++) cuda_memset(out[i].dev, 0x7f, out[i].n * 4); // unwritten: 0x7f7f7f7f
+        cuda_hold_begin(10.0);
+        cuda_moe_plan(&a, dsel, T, E, K);
+        snprintf(what, sizeof what, "plan T%d E%d K%d run %d without a host wait", T, E, K, run);
+        check_true(what, cuda_hold_end());
+        for (int i = 0; i < 5; i++) {
+            int32_t *got = xmalloc(out[i].n * 4);
+            cuda_sync();
+            cuda_d2h(got, out[i].dev, out[i].n * 4);
+            const int32_t *want = run ? first[i] : out[i].ref;
+            const long d = first_diff(got, want, out[i].n);
+            snprintf(what, sizeof what, "plan T%d E%d K%d %s %s", T, E, K, out[i].name,
+                     run ? "= the first run's, bit for bit" : "= host counting sort, bit for bit");
+            check_true(what, d < 0);
+            if (d >= 0) printf("     first difference at [%ld]: got %d want %d\n", d, got[d], want[d]);
+            if (run) free(got);
+            else first[i] = got;
+        }
+    }
+    int empty = 0, big = 0;
+    for (int e = 0; e < E; e++) empty += off[e + 1] == off[e], big += off[e + 1] - off[e] > CUDA_MOE_TILE_M;
+    printf("     plan T%d E%d K%d: %d empty experts, %d with several row tiles\n", T, E, K, empty, big);
+    for (int i = 0; i < 5; i++) cuda_free(out[i].dev), free(first[i]);
+    cuda_free(dsel);
+    free(sel), free(off), free(tok), free(kof), free(slot), free(tiles);
+}
+
+// Realistic sizes (gpt-oss-20b: E 32, gpt-oss-120b: E 128, K 4 at 2048 tokens), one token, tens of
+// thousands of tokens, and E 1024 (the plan's fewest segments) with K 16 (the most choices).
+static void test_plan(void) {
+    test_plan_case(2048, 32, 4);
+    test_plan_case(2048, 128, 4);
+    test_plan_case(1, 32, 4);
+    test_plan_case(1, 128, 4);
+    test_plan_case(20000, 128, 4);
+    test_plan_case(3000, 1024, 4);
+    test_plan_case(517, 1024, 16);
+}
+
 int main(void) {
     if (cuda_device_count() == 0) {
         printf("skipped: no GPU\n");
@@ -324,6 +428,7 @@ int main(void) {
     }
     test_swiglu();
     test_moe();
+    test_plan(); // after test_moe's warm-up: the plan kernel is loaded, so the hold checks hold
     return gpu_test_finish();
 }
 #endif

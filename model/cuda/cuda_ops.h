@@ -190,6 +190,10 @@ typedef struct cuda_moe_acts { // kept for the backward
     uint16_t *y;             // (S, D) bf16 expert output before the routing weight (GEMM + LoRA, rounded)
 } cuda_moe_acts;
 
+// The plan alone (cuda_moe_forward runs it first): a->off, tiles, tok, kof, slot from sel (T, K) on the
+// device, model/cpu/moe.c's counting sort exactly (slots by expert, tokens ascending within one). E <= 1024.
+void cuda_moe_plan(cuda_moe_acts *a, const int32_t *sel, int T, int E, int K);
+
 typedef struct cuda_moe_scratch { // fp32 work space of the forward and the backward
     float *dact;          // (S, I) forward: gate (fp32, before rounding); backward: d act, then d gate in place
     float *dup;           // (S, I) forward: up; backward: d up
