@@ -36,7 +36,9 @@ static void test_dense(int M, int in, int out, int R) {
     pair_make(&p, &g_seed, R, in, out);
     float *x = rand_vec(&g_seed, (size_t)M * in, 1.0f), *y = rand_vec(&g_seed, (size_t)M * out, 1.0f);
     float *dy = rand_vec(&g_seed, (size_t)M * out, 1.0f), *dx = rand_vec(&g_seed, (size_t)M * in, 1.0f);
-    float *gx = gpu_dup_f(x, (size_t)M * in), *gdy = gpu_dup_f(dy, (size_t)M * out);
+    round_bf16(x, (size_t)M * in); // the projection's input is a bf16 activation
+    uint16_t *gx = gpu_dup_bf16(x, (size_t)M * in);
+    float *gdy = gpu_dup_f(dy, (size_t)M * out);
     float *gy = gpu_dup_f(y, (size_t)M * out), *gdx = gpu_dup_f(dx, (size_t)M * in);
     float *gz = gpu_poison((size_t)M * R), *gdz = gpu_poison((size_t)M * R);
     float *dA0 = gpu_get(p.d.dA, (size_t)R * in), *dB0 = gpu_get(p.d.dB, (size_t)out * R);

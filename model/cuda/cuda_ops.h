@@ -26,7 +26,6 @@ extern "C" {
 // ---------------------------------------------------------------------------------------------------
 // elementwise.cu: casts, bias, residual, embedding.
 void cuda_cast_bf16(uint16_t *out, const float *in, size_t n);
-void cuda_cast_f32(float *out, const uint16_t *in, size_t n);
 void cuda_add_bias(float *y, const float *b, int M, int N);            // y (M, N) += b (N) per row
 // The residual add: y = bf16(x + f) (y may alias x).
 void cuda_residual(uint16_t *y, const uint16_t *x, const float *f, size_t n);
@@ -100,10 +99,10 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dact, const uin
 
 // ---------------------------------------------------------------------------------------------------
 // lora.cu: THE LoRA funnel on the GPU (model/cpu/lora.c), fp32 arithmetic, deterministic; p holds device
-// pointers; x is the fp32 copy of the projection's bf16 input (cuda_cast_f32 into scratch).
-void cuda_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
+// pointers; x is the projection's bf16 input.
+void cuda_lora_forward(float *y, float *z, const uint16_t *x, const lora_pair *p, int M, int in, int out, int R,
                        float scale);
-void cuda_lora_backward(float *dx, float *dz, const float *dy, const float *x, const float *z, const lora_pair *p,
+void cuda_lora_backward(float *dx, float *dz, const float *dy, const uint16_t *x, const float *z, const lora_pair *p,
                         int M, int in, int out, int R, float scale);
 // The funnel's kernels on one plain fp32 matrix W (N, K) with N small (the router's shapes, N = E), fp32
 // arithmetic in a fixed order: z (M, N) = x W^T with x (M, K) bf16 (overwritten); y (M, K) += z (M, N) W.

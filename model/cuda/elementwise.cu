@@ -13,16 +13,6 @@ extern "C" void cuda_cast_bf16(uint16_t *out, const float *in, size_t n) {
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void cast_f32_kernel(float *out, const uint16_t *in, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = bf16_float(in[i]);
-}
-extern "C" void cuda_cast_f32(float *out, const uint16_t *in, size_t n) {
-    if (!n) return;
-    cast_f32_kernel<<<cuda_blocks(n, 256), 256>>>(out, in, n);
-    CUDA_LAUNCH_CHECK();
-}
-
 __global__ void add_bias_kernel(float *y, const float *b, int M, int N) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < (size_t)M * N) y[i] += b[i % N];

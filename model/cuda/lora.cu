@@ -362,7 +362,7 @@ static void lora_grad(const lora_rows &g, int which, int gc, int gj, const TW *w
     CUDA_LAUNCH_CHECK();
 }
 
-// The funnel on rows g, x (rows through xrow) fp32 (dense) or bf16 (experts).
+// The funnel on rows g, x (bf16 rows, through xrow for the experts).
 template <typename TX>
 static void funnel_forward(float *y, float *z, const TX *x, const int32_t *xrow, const lora_rows &g, int in, int out,
                            int R, float scale) {
@@ -392,12 +392,12 @@ static lora_rows rows_experts(const lora_pair *pairs, const int32_t *off, int S,
     return g;
 }
 
-extern "C" void cuda_lora_forward(float *y, float *z, const float *x, const lora_pair *p, int M, int in, int out, int R,
-                                  float scale) {
+extern "C" void cuda_lora_forward(float *y, float *z, const uint16_t *x, const lora_pair *p, int M, int in, int out,
+                                  int R, float scale) {
     funnel_forward(y, z, x, NULL, rows_dense(p, M), in, out, R, scale);
 }
 
-extern "C" void cuda_lora_backward(float *dx, float *dz, const float *dy, const float *x, const float *z,
+extern "C" void cuda_lora_backward(float *dx, float *dz, const float *dy, const uint16_t *x, const float *z,
                                    const lora_pair *p, int M, int in, int out, int R, float scale) {
     funnel_backward(dx, dz, dy, x, NULL, z, rows_dense(p, M), in, out, R, scale);
 }

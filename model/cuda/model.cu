@@ -9,7 +9,7 @@
 // inputs, q/k/v after RoPE, the attention output, the experts' gate/up/act/y), each rounded once from fp32
 // arithmetic; activation gradients, softmax statistics, router logits and the loss fp32 (sums of the loss in
 // double); dense GEMMs bf16 x bf16 with fp32 accumulation into fp32 scratch (pf) where bias, LoRA and RoPE are
-// added before the rounding; LoRA GEMMs fp32 on an fp32 copy (xf) of their bf16 input.
+// added before the rounding; LoRA (lora.cu's funnel) and the router in fp32 arithmetic on bf16 inputs.
 //
 // Memory: three device arenas, each allocated once: the weights (model_cuda_init), the LoRA params and
 // grads (model_cuda_lora_init) and the workspace (model_cuda_ws_init, sized from the config, R and max_T).
@@ -303,7 +303,6 @@ struct model_cuda_ws {
     cuda_moe_scratch ms;
     // fp32 scratch
     float *pf;                // (T, max(Q, D)) a projection's GEMM + bias + LoRA before rounding
-    float *xf;                // (T, max(Q, D)) fp32 copy of a projection's bf16 input (LoRA, router)
     // head and loss
     uint16_t *hn;             // (T, D) final-normed
     float *rstd_f;            // (T)
@@ -339,7 +338,7 @@ static void ws_layout(model_cuda_ws *w, const model_config *c) {
     w->att = TAKE(a, uint16_t, T * Q);
     w->amax = TAKE(a, float, T * H), w->aden = TAKE(a, float, T * H);
     w->hmid = TAKE(a, uint16_t, T * D), w->mn = TAKE(a, uint16_t, T * D), w->rstd2 = TAKE(a, float, T);
-    w->pf = TAKE(a, float, T * QD), w->xf = TAKE(a, float, T * QD);
+    w->pf = TAKE(a, float, T * QD);
     w->sel = TAKE(a, int32_t, S), w->rw = TAKE(a, float, S), w->rlogits = TAKE(a, float, T * E);
     cuda_moe_acts *m = &w->moe;
     m->off = TAKE(a, int32_t, E + 1), m->tok = TAKE(a, int32_t, S), m->kof = TAKE(a, int32_t, S);
@@ -426,33 +425,23 @@ static cpu_attn_dims attn_dims(const model_config *c, int l, int T) {
     return d;
 }
 
-// y (T, out) fp32 = x W^T + b (+ LoRA through the funnel; x bf16 for the base GEMM, xf its fp32 copy, made
-// by lora_input, for the LoRA path).
-static void proj_forward(float *y, float *z, const float *xf, const uint16_t *x, const uint16_t *W, const float *b,
-                         const lora_pair *p, const model_lora *lora, int T, int in, int out) {
+// y (T, out) fp32 = x W^T + b (+ LoRA through the funnel), x the bf16 input.
+static void proj_forward(float *y, float *z, const uint16_t *x, const uint16_t *W, const float *b, const lora_pair *p,
+                         const model_lora *lora, int T, int in, int out) {
     cuda_gemm(CUDA_GEMM_BF16, 0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     cuda_add_bias(y, b, T, out);
-    if (p) cuda_lora_forward(y, z, xf, p, T, in, out, lora->rank, lora->scale);
+    if (p) cuda_lora_forward(y, z, x, p, T, in, out, lora->rank, lora->scale);
 }
 
-// dx (T, in) (= or +=) dy W (+ the LoRA path on xf; dA/dB +=).
-static void proj_backward(model_cuda_ws *ws, float *dx, int accumulate, const float *dy, const float *xf, const float *z,
-                          const uint16_t *W, const lora_pair *p, const model_lora *lora, int T, int in, int out) {
+// dx (T, in) (= or +=) dy W (+ the LoRA path on the forward's input x; dA/dB +=).
+static void proj_backward(model_cuda_ws *ws, float *dx, int accumulate, const float *dy, const uint16_t *x,
+                          const float *z, const uint16_t *W, const lora_pair *p, const model_lora *lora, int T, int in,
+                          int out) {
     cuda_cast_bf16(ws->g_bf, dy, (size_t)T * out);
     cuda_gemm(CUDA_GEMM_BF16, 0, 0, T, in, out, 1.0f, ws->g_bf, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
-    if (p) cuda_lora_backward(dx, ws->dz, dy, xf, z, p, T, in, out, lora->rank, lora->scale);
+    if (p) cuda_lora_backward(dx, ws->dz, dy, x, z, p, T, in, out, lora->rank, lora->scale);
 }
 
-// ws->xf = the fp32 copy of x (T, n) when layer l has LoRA on one of the n_t targets reading it.
-static void lora_input(model_cuda_ws *ws, const model_lora *lora, int l, const lora_target *t, int n_t,
-                       const uint16_t *x, size_t n) {
-    for (int i = 0; i < n_t; i++)
-        if (cpu_lora_pick(lora, l, t[i], 0)) {
-            cuda_cast_f32(ws->xf, x, n);
-            return;
-        }
-}
-static const lora_target QKV[3] = {LT_Q, LT_K, LT_V}, O[1] = {LT_O};
 
 static uint16_t *resid_at(model_cuda_ws *ws, int l, int T, int D) { return ws->resid + (size_t)l * T * D; }
 
@@ -478,20 +467,17 @@ static void layer_forward(model_cuda_ws *ws, const model_cuda *mc, const model_c
     const int D = c->hidden, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, E = c->n_experts;
     const int Q = H * HD, KV = KVH * HD;
     cuda_rmsnorm_forward(ws->a, ws->rstd1, x, W->attn_norm, T, D, c->rms_eps);
-    lora_input(ws, lora, l, QKV, 3, ws->a, (size_t)T * D);
-    proj_forward(ws->pf, ws->zq, ws->xf, ws->a, W->wq, W->bq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
+    proj_forward(ws->pf, ws->zq, ws->a, W->wq, W->bq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
     cuda_rope_forward(ws->q, ws->pf, ws->cos_t, ws->sin_t, T, H, HD);
-    proj_forward(ws->pf, ws->zk, ws->xf, ws->a, W->wk, W->bk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
+    proj_forward(ws->pf, ws->zk, ws->a, W->wk, W->bk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
     cuda_rope_forward(ws->k, ws->pf, ws->cos_t, ws->sin_t, T, KVH, HD);
-    proj_forward(ws->pf, ws->zv, ws->xf, ws->a, W->wv, W->bv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
+    proj_forward(ws->pf, ws->zv, ws->a, W->wv, W->bv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
     cuda_cast_bf16(ws->v, ws->pf, (size_t)T * KV);
     cuda_attention_forward(ws->att, ws->amax, ws->aden, ws->q, ws->k, ws->v, W->sinks, ws->doc_lo, attn_dims(c, l, T));
-    lora_input(ws, lora, l, O, 1, ws->att, (size_t)T * Q);
-    proj_forward(ws->pf, ws->zo, ws->xf, ws->att, W->wo, W->bo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
+    proj_forward(ws->pf, ws->zo, ws->att, W->wo, W->bo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
     cuda_residual(ws->hmid, x, ws->pf, (size_t)T * D);
     cuda_rmsnorm_forward(ws->mn, ws->rstd2, ws->hmid, W->mlp_norm, T, D, c->rms_eps);
-    cuda_cast_f32(ws->xf, ws->mn, (size_t)T * D); // the router stays fp32 (as the CPU's)
-    cuda_gemm(CUDA_GEMM_F32, 0, 1, T, E, D, 1.0f, ws->xf, D, W->router_w, D, 0.0f, ws->rlogits, E);
+    cuda_narrow_xwt(ws->rlogits, ws->mn, W->router_w, T, D, E); // the router stays fp32 (as the CPU's)
     cuda_add_bias(ws->rlogits, W->router_b, T, E);
     cuda_router_forward(ws->sel, ws->rw, ws->rlogits, T, E, c->top_k);
     const cuda_moe_lora ml = moe_lora_of(cl, l, E);
@@ -510,16 +496,14 @@ static void layer_backward(model_cuda_ws *ws, const model_cuda *mc, const model_
     cuda_router_backward(ws->rlogits, ws->drw, ws->rw, ws->sel, T, E, c->top_k);
     cuda_gemm(CUDA_GEMM_F32, 0, 0, T, D, E, 1.0f, ws->rlogits, E, W->router_w, D, 1.0f, ws->dtmp, D);
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, ws->hmid, W->mlp_norm, ws->rstd2, T, D); // dh is now d hmid
-    lora_input(ws, lora, l, O, 1, ws->att, (size_t)T * Q);
-    proj_backward(ws, ws->datt, 0, ws->dh, ws->xf, ws->zo, W->wo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
+    proj_backward(ws, ws->datt, 0, ws->dh, ws->att, ws->zo, W->wo, cpu_lora_pick(lora, l, LT_O, 0), lora, T, Q, D);
     cuda_attention_backward(ws->dq, ws->dk, ws->dv, ws->Dt, ws->datt, ws->att, ws->q, ws->k, ws->v, ws->doc_lo,
                             ws->doc_hi, ws->amax, ws->aden, attn_dims(c, l, T));
     cuda_rope_backward(ws->dq, ws->cos_t, ws->sin_t, T, c->n_heads, c->head_dim);
     cuda_rope_backward(ws->dk, ws->cos_t, ws->sin_t, T, c->n_kv_heads, c->head_dim);
-    lora_input(ws, lora, l, QKV, 3, ws->a, (size_t)T * D);
-    proj_backward(ws, ws->dtmp, 0, ws->dq, ws->xf, ws->zq, W->wq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
-    proj_backward(ws, ws->dtmp, 1, ws->dk, ws->xf, ws->zk, W->wk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
-    proj_backward(ws, ws->dtmp, 1, ws->dv, ws->xf, ws->zv, W->wv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
+    proj_backward(ws, ws->dtmp, 0, ws->dq, ws->a, ws->zq, W->wq, cpu_lora_pick(lora, l, LT_Q, 0), lora, T, D, Q);
+    proj_backward(ws, ws->dtmp, 1, ws->dk, ws->a, ws->zk, W->wk, cpu_lora_pick(lora, l, LT_K, 0), lora, T, D, KV);
+    proj_backward(ws, ws->dtmp, 1, ws->dv, ws->a, ws->zv, W->wv, cpu_lora_pick(lora, l, LT_V, 0), lora, T, D, KV);
     cuda_rmsnorm_backward(ws->dh, ws->dtmp, x, W->attn_norm, ws->rstd1, T, D); // dh is now d x
 }
 
