@@ -3,12 +3,21 @@
 //
 // Layout of the work: the (query t, head h) pairs of one KV head g are numbered p = t * group + hh
 // (h = g * group + hh, group = H / KVH), query-major as the CPU walks them. A block owns ATT_ROWS
-// consecutive rows (pairs p for the forward and dq, keys j for dk/dv) of one g; a row is served by ATT_L
-// threads (a "quad"), each owning the float4 chunks c = sub + ATT_L * i of the head dim (dims 4c..4c+3,
-// zero past HD), so a dot product is a partial sum per thread plus two xor shuffles. The other side
-// (keys for the forward and dq, (query, head) items for dk/dv) goes through shared memory in tiles of
-// ATT_BK rows, loaded once per block with coalesced reads and read back as broadcast float4s by all
-// ATT_ROWS rows: K/V are reused across the queries of the block and across the heads of the group.
+// consecutive rows (pairs p for the forward and dq, keys j for dk/dv) of one g. In the backward kernels
+// rows go in pairs to ATT_L = 8 threads (an "octet", lanes 8o .. 8o+7 of the block): octet o owns rows o
+// and o + ATT_ROWS / 2; each of its threads owns the float4 chunks c = sub + ATT_L * i of the head dim
+// (dims 4c..4c+3, zero past HD) of both rows (the forward: one row per 4 threads, above its kernel). The
+// other side (keys for the forward and dq, (query, head) items for dk/dv) goes through shared memory in
+// tiles, loaded with coalesced reads; a backward thread reads each tile row's chunks once into registers
+// and uses them for both of its rows, in the dot product and in the update, and the 8 threads of an octet
+// read 8 different float4s (128 bytes: one shared-memory wavefront). Against one row per 4 threads that
+// re-read the tile for the update, this cuts the shared-memory traffic per multiply-add by 2x (dq) to 4x
+// (dk/dv); it bounded both kernels (ncu, H200: L1 throughput 87-88%, dk/dv 69 wavefronts per warp and
+// item). K/V are reused across the queries of the block and across the heads of the group.
+// A dot product is a partial sum per thread and per row, then octet_sum_rows: lanes 0-3 of the octet end
+// with its first row's totals, lanes 4-7 with its second row's (one exchange of the other row's partials,
+// then two xor shuffles; every lane of a row holds bit-identical sums), so the softmax terms (exp, divide)
+// are computed once per row and group of 4 lanes, and one more shuffle hands them to the other half.
 // Tiles outside the block's visible range (window, documents) are skipped; rows mask the rest.
 //
 // Forward: per key tile, a row computes its ATT_BK scores s_j = q.k_j * HD^-0.5, takes the tile max,
@@ -19,9 +28,9 @@
 // Backward (p recomputed from stat_max/stat_den as the CPU does):
 //   dq kernel: row (t, h); Dt = dout.out; per key: ds_j = p_j (dout.v_j - Dt); dq = scale sum ds_j k_j.
 //              It also stores Dt (T, H) for the next kernel.
-//   dk/dv kernel: row (key j, kv head g); items (t, hh) in the CPU's order (query-major, heads of the group
-//              inside), those with j <= t < min(hi[j], j + window) count: dv = sum p dout, dk = scale sum ds q.
-// Each output element is reduced by one thread quad in a fixed order: deterministic, no atomics.
+//   dk/dv kernel: row (key j, kv head g); items (t, hh), those with j <= t < min(hi[j], j + window)
+//              count: dv = sum p dout, dk = scale sum ds q (the walk and its split: above the kernel).
+// Each output element is reduced by one thread in a fixed order: deterministic, no atomics.
 //
 // Storage: q, k, v and out are bf16 (uint16_t bits); dout, dq, dk, dv, Dt and the statistics fp32. Every
 // load converts to fp32 (as_float, common.cuh), so the shared tiles and the registers hold fp32 and all
@@ -30,9 +39,10 @@
 // does when given it.
 #include "model/cuda/common.cuh"
 
-#define ATT_L 4     // threads per row
+#define ATT_L 8     // threads per pair of rows (an octet)
 #define ATT_ROWS 32 // rows per block
-#define ATT_THREADS (ATT_L * ATT_ROWS)
+#define ATT_HALF (ATT_ROWS / 2)
+#define ATT_THREADS (ATT_L * ATT_HALF)
 #define ATT_BK 32   // shared-memory tile rows
 #define ATT_MAXDP 128 // HD <= ATT_MAXDP
 
@@ -53,10 +63,27 @@ extern "C" void cuda_doc_bounds(int32_t *doc_lo, int32_t *doc_hi, const int32_t 
     CUDA_LAUNCH_CHECK();
 }
 
-// Sum over the ATT_L threads of a row (all of them get it).
-static __device__ __forceinline__ float quad_sum(float v) {
-    for (int o = 1; o < ATT_L; o <<= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
+// Octet sums of per-thread partials of the octet's two rows: a_k, b_k belong to row k (0: the octet's first
+// row, 1: its second). Returns row own's totals in a and b, own = bit 2 of the lane (lanes 0-3: row 0,
+// lanes 4-7: row 1). The first step swaps the other row's partials with lane ^ 4 (which owns that row);
+// each later add has the same two operands on both lanes, so the four lanes of a row agree bitwise.
+static __device__ __forceinline__ void octet_sum_rows(float a0, float b0, float a1, float b1, int own, float &a,
+                                                      float &b) {
+    a = (own ? a1 : a0) + __shfl_xor_sync(FULL_MASK, own ? a0 : a1, 4);
+    b = (own ? b1 : b0) + __shfl_xor_sync(FULL_MASK, own ? b0 : b1, 4);
+    a += __shfl_xor_sync(FULL_MASK, a, 2), b += __shfl_xor_sync(FULL_MASK, b, 2);
+    a += __shfl_xor_sync(FULL_MASK, a, 1), b += __shfl_xor_sync(FULL_MASK, b, 1);
+}
+// One value per row: the octet total of row own.
+static __device__ __forceinline__ float octet_sum_row(float a0, float a1, int own) {
+    float a = (own ? a1 : a0) + __shfl_xor_sync(FULL_MASK, own ? a0 : a1, 4);
+    a += __shfl_xor_sync(FULL_MASK, a, 2);
+    return a + __shfl_xor_sync(FULL_MASK, a, 1);
+}
+// A per-row value v (held by the lanes of row own) for row 0 and row 1 on every lane of the octet.
+static __device__ __forceinline__ void octet_share(float v, int own, float &v0, float &v1) {
+    float o = __shfl_xor_sync(FULL_MASK, v, 4);
+    v0 = own ? o : v, v1 = own ? v : o;
 }
 
 // First key a query t sees.
@@ -82,66 +109,80 @@ static __device__ __forceinline__ void tile_load(float *dst, const S *src, size_
         dst[e] = r < n && d < HD ? as_float(src[(size_t)r * stride + d]) : 0.0f;
     }
 }
-// This thread's chunks of a row of HD elements into fp32 registers (zero past HD).
-template <int CPT, typename S>
+// This thread's chunks c = sub + L * i of a row of HD elements into fp32 registers (zero past HD).
+template <int L, int CPT, typename S>
 static __device__ __forceinline__ void row_load(float4 *x, const S *src, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
-        int d = 4 * (sub + ATT_L * i);
+        int d = 4 * (sub + L * i);
         x[i].x = d < HD ? as_float(src[d]) : 0.0f;
         x[i].y = d + 1 < HD ? as_float(src[d + 1]) : 0.0f;
         x[i].z = d + 2 < HD ? as_float(src[d + 2]) : 0.0f;
         x[i].w = d + 3 < HD ? as_float(src[d + 3]) : 0.0f;
     }
 }
-// This thread's chunks times f into a row of HD elements.
-template <int CPT, typename S>
+// This thread's chunks (as in row_load) times f into a row of HD elements.
+template <int L, int CPT, typename S>
 static __device__ __forceinline__ void row_store(S *dst, const float4 *x, float f, int sub, int HD) {
     for (int i = 0; i < CPT; i++) {
-        int d = 4 * (sub + ATT_L * i);
+        int d = 4 * (sub + L * i);
         if (d < HD) store_as(dst + d, x[i].x * f);
         if (d + 1 < HD) store_as(dst + d + 1, x[i].y * f);
         if (d + 2 < HD) store_as(dst + d + 2, x[i].z * f);
         if (d + 3 < HD) store_as(dst + d + 3, x[i].w * f);
     }
 }
-// Partial dot of this thread's chunks with a shared tile row.
+// This thread's chunks of a shared tile row into registers.
 template <int CPT>
-static __device__ __forceinline__ float row_dot(const float4 *x, const float *row_sh, int sub) {
+static __device__ __forceinline__ void row_get(float4 *y, const float *row_sh, int sub) {
+    for (int i = 0; i < CPT; i++) y[i] = reinterpret_cast<const float4 *>(row_sh)[sub + ATT_L * i];
+}
+// Partial dot of two sets of chunks.
+template <int CPT>
+static __device__ __forceinline__ float row_dot(const float4 *x, const float4 *y) {
     float s = 0.0f;
-    for (int i = 0; i < CPT; i++) {
-        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + ATT_L * i];
-        s += x[i].x * y.x + x[i].y * y.y + x[i].z * y.z + x[i].w * y.w;
-    }
+    for (int i = 0; i < CPT; i++) s += x[i].x * y[i].x + x[i].y * y[i].y + x[i].z * y[i].z + x[i].w * y[i].w;
     return s;
 }
+// acc += a y; acc *= c.
 template <int CPT>
-static __device__ __forceinline__ void row_axpy(float4 *acc, float a, const float *row_sh, int sub) {
-    for (int i = 0; i < CPT; i++) {
-        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + ATT_L * i];
-        acc[i].x += a * y.x, acc[i].y += a * y.y, acc[i].z += a * y.z, acc[i].w += a * y.w;
-    }
+static __device__ __forceinline__ void row_axpy(float4 *acc, float a, const float4 *y) {
+    for (int i = 0; i < CPT; i++)
+        acc[i].x += a * y[i].x, acc[i].y += a * y[i].y, acc[i].z += a * y[i].z, acc[i].w += a * y[i].w;
+}
+template <int CPT>
+static __device__ __forceinline__ void row_scale(float4 *acc, float c) {
+    for (int i = 0; i < CPT; i++) acc[i].x *= c, acc[i].y *= c, acc[i].z *= c, acc[i].w *= c;
+}
+template <int CPT>
+static __device__ __forceinline__ void row_zero(float4 *acc) {
+    for (int i = 0; i < CPT; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
 
-// The rows a block of the forward and dq kernels owns (grid (row blocks, KVH); rows p = t * group + hh of
-// KV head g): this thread's query t and head h (th = t * H + h; a row past the end takes the last query and
-// only helps load tiles: valid 0), the block's last query tB, the first key any of its rows sees (kmin) and
-// the first key this row sees (j0).
+// The rows a block of the dq kernel owns (grid (row blocks, KVH); rows p = t * group + hh of
+// KV head g): this thread's octet lane sub, its row own (octet_sum_rows), and for its octet's rows k = 0, 1
+// (block rows o and o + ATT_HALF) the query t[k], head h[k] (th = t * H + h; a row past the end takes the
+// last query and only helps load tiles: valid 0) and first key j0[k]; the block's last query tB and the
+// first key any of its rows sees (kmin).
 struct att_qrows {
-    int g, sub, t, h, tB, kmin, j0;
-    bool valid;
-    size_t th;
+    int g, sub, own, tB, kmin, t[2], h[2], j0[2];
+    bool valid[2];
+    size_t th[2];
 };
 static __device__ __forceinline__ att_qrows att_qrows_get(const int32_t *lo, int T, int H, int KVH, int window) {
     att_qrows r;
     const int group = H / KVH;
-    r.g = blockIdx.y, r.sub = threadIdx.x % ATT_L;
-    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / ATT_L;
-    r.valid = p < np;
-    r.t = r.valid ? (int)(p / group) : T - 1, r.h = r.g * group + (r.valid ? (int)(p % group) : 0);
-    r.th = (size_t)r.t * H + r.h;
-    int tA = (int)(p0 / group);
-    r.tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group;
-    r.kmin = attn_first_key(lo, tA, window), r.j0 = attn_first_key(lo, r.t, window);
+    r.g = blockIdx.y, r.sub = threadIdx.x % ATT_L, r.own = r.sub >> 2;
+    long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS;
+    for (int k = 0; k < 2; k++) {
+        long p = p0 + threadIdx.x / ATT_L + k * ATT_HALF;
+        r.valid[k] = p < np;
+        r.t[k] = r.valid[k] ? (int)(p / group) : T - 1;
+        r.h[k] = r.g * group + (r.valid[k] ? (int)(p % group) : 0);
+        r.th[k] = (size_t)r.t[k] * H + r.h[k];
+        r.j0[k] = attn_first_key(lo, r.t[k], window);
+    }
+    r.tB = (int)((min(p0 + ATT_ROWS, np) - 1) / group);
+    r.kmin = attn_first_key(lo, (int)(p0 / group), window);
     return r;
 }
 // Keys kb .. min(kb + ATT_BK, tB + 1) - 1 of KV head g into the K and V tiles (zero past them); barriers on
@@ -156,20 +197,55 @@ static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const
     __syncthreads();
 }
 
-// Grid (row blocks, KVH). Rows p = t * group + hh of kv head g.
+// The forward keeps one row per FWD_L = 4 threads (a quad), each owning chunks sub + FWD_L * i, and reads
+// the K/V tile rows from shared memory in its dot products and updates: the octet layout above ran it 2.6x
+// slower on an H200 (gpt-oss-20b causal layer 2.96 -> 7.67 ms: ptxas wrapped its shuffles in
+// WARPSYNC.COLLECTIVE sequences, i.e. treated them as divergent; ncu: 34% of the stalls wait on branch
+// targets), so this kernel stays as it was measured until that is understood.
+#define FWD_L 4
+static_assert(FWD_L * ATT_ROWS == ATT_THREADS, "forward block size");
+
+// Sum over the FWD_L threads of a row (all of them get it).
+static __device__ __forceinline__ float quad_sum(float v) {
+    for (int o = 1; o < FWD_L; o <<= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+// Partial dot of this thread's chunks with a shared tile row (quad_dot); acc += a (shared tile row).
+template <int CPT>
+static __device__ __forceinline__ float quad_dot(const float4 *x, const float *row_sh, int sub) {
+    float s = 0.0f;
+    for (int i = 0; i < CPT; i++) {
+        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + FWD_L * i];
+        s += x[i].x * y.x + x[i].y * y.y + x[i].z * y.z + x[i].w * y.w;
+    }
+    return s;
+}
+template <int CPT>
+static __device__ __forceinline__ void quad_axpy(float4 *acc, float a, const float *row_sh, int sub) {
+    for (int i = 0; i < CPT; i++) {
+        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + FWD_L * i];
+        acc[i].x += a * y.x, acc[i].y += a * y.y, acc[i].z += a * y.z, acc[i].w += a * y.w;
+    }
+}
+
+// Grid (row blocks, KVH). Rows p = t * group + hh of kv head g, row p0 + threadIdx.x / FWD_L of the block
+// (a row past the end takes the last query and only helps load tiles); block range tB, kmin as for att_qrows.
 template <int CPT>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_fwd_kernel(uint16_t *out, float *smax, float *sden, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     const float *sinks, const int32_t *lo, int T, int H, int KVH, int HD, int window, float scale) {
-    constexpr int DP = 4 * ATT_L * CPT;
+    constexpr int DP = 4 * FWD_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
-    const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
-    const int g = r.g, sub = r.sub, t = r.t, h = r.h, tB = r.tB, kmin = r.kmin, j0 = r.j0;
-    const bool valid = r.valid;
-    const size_t th = r.th;
+    const int group = H / KVH, g = blockIdx.y, sub = threadIdx.x % FWD_L;
+    const long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / FWD_L;
+    const bool valid = p < np;
+    const int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
+    const size_t th = (size_t)t * H + h;
+    const int tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group, kmin = attn_first_key(lo, (int)(p0 / group), window);
+    const int j0 = attn_first_key(lo, t, window);
     float4 qr[CPT], acc[CPT];
-    row_load<CPT>(qr, q + th * HD, sub, HD);
-    for (int i = 0; i < CPT; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    row_load<FWD_L, CPT>(qr, q + th * HD, sub, HD);
+    row_zero<CPT>(acc);
     float m = sinks[h], l = 0.0f;
     for (int kb = kmin; kb <= tB; kb += ATT_BK) {
         kv_tiles_load<DP>(ks, vs, k, v, kb, tB, g, KVH, HD);
@@ -177,24 +253,24 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int jj = 0; jj < ATT_BK; jj++) {
             int j = kb + jj;
-            float sj = quad_sum(row_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
+            float sj = quad_sum(quad_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
             s[jj] = j >= j0 && j <= t ? sj : -INFINITY;
             mt = fmaxf(mt, s[jj]);
         }
         float mn = fmaxf(m, mt), c = expf(m - mn), ls = 0.0f;
-        for (int i = 0; i < CPT; i++) acc[i].x *= c, acc[i].y *= c, acc[i].z *= c, acc[i].w *= c;
+        row_scale<CPT>(acc, c);
 #pragma unroll
         for (int jj = 0; jj < ATT_BK; jj++) {
             float pj = expf(s[jj] - mn);
             ls += pj;
-            row_axpy<CPT>(acc, pj, vs + jj * DP, sub);
+            quad_axpy<CPT>(acc, pj, vs + jj * DP, sub);
         }
         l = l * c + ls;
         m = mn;
     }
     if (!valid) return;
     float den = l + expf(sinks[h] - m);
-    row_store<CPT>(out + th * HD, acc, 1.0f / den, sub, HD);
+    row_store<FWD_L, CPT>(out + th * HD, acc, 1.0f / den, sub, HD);
     if (sub == 0) {
         smax[th] = m;
         sden[th] = den;
@@ -203,20 +279,20 @@ __global__ void __launch_bounds__(ATT_THREADS)
 
 static float attn_scale(int HD) { return (float)pow((double)HD, -0.5); }
 
-// Chunks per thread for HD, rounded up to a power of two (1, 2, 4 or 8).
-static int attn_cpt(int HD) {
+// Chunks per thread for HD with L threads per row, rounded up to a power of two (HD <= ATT_MAXDP: at most
+// 4 for the octets, 8 for the forward's quads).
+static int attn_cpt(int HD, int L) {
     int nc = (HD + 3) / 4, cpt = 1;
-    while (cpt * ATT_L < nc) cpt *= 2;
+    while (cpt * L < nc) cpt *= 2;
     return cpt;
 }
 
-// KERNEL<cpt> on GRID with ATT_THREADS * NSUB(cpt) threads.
+// KERNEL<cpt> (octet layout) on GRID with ATT_THREADS * NSUB(cpt) threads.
 #define ATT_DISPATCH(HD, KERNEL, NSUB, GRID, ...)                                                              \
-    switch (attn_cpt(HD)) {                                                                                    \
+    switch (attn_cpt(HD, ATT_L)) {                                                                                    \
     case 1: KERNEL<1><<<GRID, ATT_THREADS * NSUB(1)>>>(__VA_ARGS__); break;                                     \
     case 2: KERNEL<2><<<GRID, ATT_THREADS * NSUB(2)>>>(__VA_ARGS__); break;                                     \
-    case 4: KERNEL<4><<<GRID, ATT_THREADS * NSUB(4)>>>(__VA_ARGS__); break;                                     \
-    default: KERNEL<8><<<GRID, ATT_THREADS * NSUB(8)>>>(__VA_ARGS__); break;                                    \
+    default: KERNEL<4><<<GRID, ATT_THREADS * NSUB(4)>>>(__VA_ARGS__); break;                                    \
     }
 static __host__ __device__ constexpr int att_one_block(int) { return 1; }
 
@@ -227,12 +303,19 @@ extern "C" void cuda_attention_forward(uint16_t *out, float *stat_max, float *st
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     if (!rows) return;
     dim3 grid((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
-    ATT_DISPATCH(d.HD, attn_fwd_kernel, att_one_block, grid, out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH,
-                 d.HD, d.window, attn_scale(d.HD));
+    float scale = attn_scale(d.HD);
+#define FWD_ARGS out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH, d.HD, d.window, scale
+    switch (attn_cpt(d.HD, FWD_L)) {
+    case 1: attn_fwd_kernel<1><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
+    case 2: attn_fwd_kernel<2><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
+    case 4: attn_fwd_kernel<4><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
+    default: attn_fwd_kernel<8><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
+    }
+#undef FWD_ARGS
     CUDA_LAUNCH_CHECK();
 }
 
-// Grid (row blocks, KVH), rows as in the forward.
+// Grid (row blocks, KVH), rows as in att_qrows.
 template <int CPT>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_bwd_dq_kernel(float *dq, float *Dt, const float *dout, const uint16_t *out, const uint16_t *q,
@@ -241,66 +324,77 @@ __global__ void __launch_bounds__(ATT_THREADS)
     constexpr int DP = 4 * ATT_L * CPT;
     __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
     const att_qrows r = att_qrows_get(lo, T, H, KVH, window);
-    const int g = r.g, sub = r.sub, t = r.t, tB = r.tB, kmin = r.kmin, j0 = r.j0;
-    const bool valid = r.valid;
-    const size_t th = r.th;
-    float4 qr[CPT], dr[CPT], acc[CPT];
-    row_load<CPT>(qr, q + th * HD, sub, HD);
-    row_load<CPT>(dr, dout + th * HD, sub, HD);
-    row_load<CPT>(acc, out + th * HD, sub, HD);
-    float D = 0.0f;
-    for (int i = 0; i < CPT; i++) {
-        D += dr[i].x * acc[i].x + dr[i].y * acc[i].y + dr[i].z * acc[i].z + dr[i].w * acc[i].w;
-        acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-    D = quad_sum(D);
-    if (valid && sub == 0) Dt[th] = D;
+    const int sub = r.sub, own = r.own, t = own ? r.t[1] : r.t[0], j0 = own ? r.j0[1] : r.j0[0];
+    const size_t th = own ? r.th[1] : r.th[0];
+    float4 q0[CPT], q1[CPT], d0[CPT], d1[CPT], a0[CPT], a1[CPT], y[CPT], z[CPT];
+    row_load<ATT_L, CPT>(q0, q + r.th[0] * HD, sub, HD);
+    row_load<ATT_L, CPT>(q1, q + r.th[1] * HD, sub, HD);
+    row_load<ATT_L, CPT>(d0, dout + r.th[0] * HD, sub, HD);
+    row_load<ATT_L, CPT>(d1, dout + r.th[1] * HD, sub, HD);
+    row_load<ATT_L, CPT>(a0, out + r.th[0] * HD, sub, HD);
+    row_load<ATT_L, CPT>(a1, out + r.th[1] * HD, sub, HD);
+    const float D = octet_sum_row(row_dot<CPT>(d0, a0), row_dot<CPT>(d1, a1), own);
+    if ((own ? r.valid[1] : r.valid[0]) && (sub & 3) == 0) Dt[th] = D;
+    row_zero<CPT>(a0), row_zero<CPT>(a1);
     const float m = smax[th], den = sden[th];
-    for (int kb = kmin; kb <= tB; kb += ATT_BK) {
-        kv_tiles_load<DP>(ks, vs, k, v, kb, tB, g, KVH, HD);
+    for (int kb = r.kmin; kb <= r.tB; kb += ATT_BK) {
+        kv_tiles_load<DP>(ks, vs, k, v, kb, r.tB, r.g, KVH, HD);
 #pragma unroll 4
         for (int jj = 0; jj < ATT_BK; jj++) {
             int j = kb + jj;
-            float s = quad_sum(row_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
-            float dp = quad_sum(row_dot<CPT>(dr, vs + jj * DP, sub));
+            row_get<CPT>(y, ks + jj * DP, sub);
+            row_get<CPT>(z, vs + jj * DP, sub);
+            float s, dp, ds0, ds1;
+            octet_sum_rows(row_dot<CPT>(q0, y), row_dot<CPT>(d0, z), row_dot<CPT>(q1, y), row_dot<CPT>(d1, z), own,
+                           s, dp);
+            s *= scale;
             float ds = j >= j0 && j <= t ? expf(s - m) / den * (dp - D) : 0.0f;
-            row_axpy<CPT>(acc, ds, ks + jj * DP, sub);
+            octet_share(ds, own, ds0, ds1);
+            row_axpy<CPT>(a0, ds0, y), row_axpy<CPT>(a1, ds1, y);
         }
     }
-    if (valid) row_store<CPT>(dq + th * HD, acc, scale, sub, HD);
+    if (r.valid[0]) row_store<ATT_L, CPT>(dq + r.th[0] * HD, a0, scale, sub, HD);
+    if (r.valid[1]) row_store<ATT_L, CPT>(dq + r.th[1] * HD, a1, scale, sub, HD);
 }
 
 // dk/dv: a block owns ATT_ROWS keys of one kv head and splits their items among dkv_split(CPT) subblocks
-// of ATT_THREADS threads (same keys, each thread quad one key as elsewhere). The items are walked in tiles
-// of DKV_BK consecutive queries of one head: tile n = query tile n / group, head n % group, queries from
-// the block's first key jA on; subblock s takes tiles s, s + NS, s + 2 NS, ... into its own shared tiles,
-// synchronised by its own named barrier, and at the end the NS partial sums of each output are added in
-// subblock order by subblock 0. So the longest block (key 0 of a full causal layer: every item of the
-// sequence) walks 1 / NS of its items per thread, instead of all of them on 4 warps while the rest of the
-// GPU idles; tile rows are one stride apart (no division per element).
+// of ATT_THREADS threads (same keys, rows to octets as elsewhere). The items are walked in tiles of DKV_BK
+// consecutive queries of one head: tile n = query tile n / group, head n % group, queries from the block's
+// first key jA on; subblock s takes tiles s, s + NS, s + 2 NS, ... into its own shared tiles, synchronised
+// by its own named barrier, and at the end the NS partial sums of each output are added in subblock order
+// by subblock 0. So the longest block (key 0 of a full causal layer: every item of the sequence) walks
+// 1 / NS of its items per thread, instead of all of them on 4 warps while the rest of the GPU idles (ncu,
+// H200, gpt-oss-20b causal layer: the SMs were busy 58% of the kernel's cycles); tile rows are one stride
+// apart (no division per element).
 #define DKV_BK 16 // queries per item tile
-static __host__ __device__ constexpr int dkv_split(int cpt) { return cpt >= 8 ? 2 : 4; }
+static __host__ __device__ constexpr int dkv_split(int cpt) { return cpt >= 4 ? 2 : 4; }
 
 // Barrier of subblock s alone (ATT_THREADS threads; id 0 is __syncthreads').
 static __device__ __forceinline__ void subblock_sync(int s) {
     asm volatile("bar.sync %0, %1;" ::"r"(s + 1), "r"(ATT_THREADS) : "memory");
 }
 
-// acc of subblock 0 += acc of subblocks 1 .. NS-1, in that order, through red ((NS - 1) * ATT_ROWS * DP / 4
-// float4s of shared memory); the other subblocks' acc is left as it was. Whole-block barriers on both sides.
+// Rows o and o + ATT_HALF (acc0, acc1) of subblock 0 += the same of subblocks 1 .. NS-1, in that order,
+// through red ((NS - 1) * ATT_ROWS * DP / 4 float4s of shared memory); the other subblocks' acc is left as
+// it was. Whole-block barriers on both sides.
 template <int CPT, int NS>
-static __device__ __forceinline__ void subblock_reduce(float4 *acc, float4 *red, int s, int lt) {
+static __device__ __forceinline__ void subblock_reduce(float4 *acc0, float4 *acc1, float4 *red, int s, int lt) {
     constexpr int DP4 = ATT_L * CPT; // float4s per row
-    const int row = lt / ATT_L, sub = lt % ATT_L;
+    const int o = lt / ATT_L, sub = lt % ATT_L;
     __syncthreads();
     if (s > 0)
-        for (int i = 0; i < CPT; i++) red[((s - 1) * ATT_ROWS + row) * DP4 + sub + ATT_L * i] = acc[i];
+        for (int i = 0; i < CPT; i++) {
+            red[((s - 1) * ATT_ROWS + o) * DP4 + sub + ATT_L * i] = acc0[i];
+            red[((s - 1) * ATT_ROWS + o + ATT_HALF) * DP4 + sub + ATT_L * i] = acc1[i];
+        }
     __syncthreads();
     if (s == 0)
-        for (int o = 1; o < NS; o++)
+        for (int b = 1; b < NS; b++)
             for (int i = 0; i < CPT; i++) {
-                float4 y = red[((o - 1) * ATT_ROWS + row) * DP4 + sub + ATT_L * i];
-                acc[i].x += y.x, acc[i].y += y.y, acc[i].z += y.z, acc[i].w += y.w;
+                float4 y0 = red[((b - 1) * ATT_ROWS + o) * DP4 + sub + ATT_L * i];
+                float4 y1 = red[((b - 1) * ATT_ROWS + o + ATT_HALF) * DP4 + sub + ATT_L * i];
+                acc0[i].x += y0.x, acc0[i].y += y0.y, acc0[i].z += y0.z, acc0[i].w += y0.w;
+                acc1[i].x += y1.x, acc1[i].y += y1.y, acc1[i].z += y1.z, acc1[i].w += y1.w;
             }
 }
 
@@ -317,18 +411,25 @@ __global__ void __launch_bounds__(ATT_THREADS * dkv_split(CPT), 1)
     __shared__ __align__(16) float tiles[NS][2][DKV_BK * DP];
     __shared__ float ms[NS][DKV_BK], dens[NS][DKV_BK], Ds[NS][DKV_BK];
     const int s = threadIdx.x / ATT_THREADS, lt = threadIdx.x % ATT_THREADS;
-    const int g = blockIdx.x, group = H / KVH, sub = lt % ATT_L;
-    const int jA = blockIdx.y * ATT_ROWS, jr = jA + lt / ATT_L, jB = min(jA + ATT_ROWS, T) - 1;
-    const bool valid = jr < T;
-    const int j = valid ? jr : T - 1;
-    const size_t jg = (size_t)j * KVH + g;
+    const int g = blockIdx.x, group = H / KVH, sub = lt % ATT_L, own = sub >> 2;
+    const int jA = blockIdx.y * ATT_ROWS, jB = min(jA + ATT_ROWS, T) - 1;
+    bool valid[2];
+    size_t jg[2]; // rows k = 0, 1 of the octet: keys jA + o + k * ATT_HALF (past T: the last key, not stored)
+    for (int kk = 0; kk < 2; kk++) {
+        int jr = jA + lt / ATT_L + kk * ATT_HALF;
+        valid[kk] = jr < T;
+        jg[kk] = (size_t)(valid[kk] ? jr : T - 1) * KVH + g;
+    }
+    const int j = (int)((own ? jg[1] : jg[0]) / KVH); // row own's key
     const int t1 = attn_end_query(hi, j, window), tEnd = attn_end_query(hi, jB, window); // tEnd >= t1
     const int ntiles = (tEnd - jA + DKV_BK - 1) / DKV_BK * group;
     float *qs = tiles[s][0], *dos = tiles[s][1];
-    float4 kr[CPT], vr[CPT], ak[CPT], av[CPT];
-    row_load<CPT>(kr, k + jg * HD, sub, HD);
-    row_load<CPT>(vr, v + jg * HD, sub, HD);
-    for (int i = 0; i < CPT; i++) ak[i] = av[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 k0[CPT], k1[CPT], v0[CPT], v1[CPT], ak0[CPT], ak1[CPT], av0[CPT], av1[CPT], y[CPT], z[CPT];
+    row_load<ATT_L, CPT>(k0, k + jg[0] * HD, sub, HD);
+    row_load<ATT_L, CPT>(k1, k + jg[1] * HD, sub, HD);
+    row_load<ATT_L, CPT>(v0, v + jg[0] * HD, sub, HD);
+    row_load<ATT_L, CPT>(v1, v + jg[1] * HD, sub, HD);
+    row_zero<CPT>(ak0), row_zero<CPT>(ak1), row_zero<CPT>(av0), row_zero<CPT>(av1);
     for (int n = s; n < ntiles; n += NS) {
         const int qb = jA + n / group * DKV_BK, nr = min(DKV_BK, tEnd - qb);
         const size_t th0 = (size_t)qb * H + g * group + n % group; // item row r: th0 + r * H
@@ -343,26 +444,37 @@ __global__ void __launch_bounds__(ATT_THREADS * dkv_split(CPT), 1)
             Ds[s][lt] = in ? Dt[th] : 0.0f;
         }
         subblock_sync(s);
-#pragma unroll 4
+#pragma unroll 2
         for (int r = 0; r < DKV_BK; r++) {
-            float sc = quad_sum(row_dot<CPT>(kr, qs + r * DP, sub)) * scale;
-            float dp = quad_sum(row_dot<CPT>(vr, dos + r * DP, sub));
+            row_get<CPT>(y, qs + r * DP, sub);
+            row_get<CPT>(z, dos + r * DP, sub);
+            float sc, dp, p0, p1, ds0, ds1;
+            octet_sum_rows(row_dot<CPT>(k0, y), row_dot<CPT>(v0, z), row_dot<CPT>(k1, y), row_dot<CPT>(v1, z), own,
+                           sc, dp);
+            sc *= scale;
             int t = qb + r; // rows past nr have t >= tEnd >= t1: unseen
-            bool see = t >= j && t < t1;
-            float pr = see ? expf(sc - ms[s][r]) / dens[s][r] : 0.0f;
+            float pr = t >= j && t < t1 ? expf(sc - ms[s][r]) / dens[s][r] : 0.0f;
             float ds = pr * (dp - Ds[s][r]);
-            row_axpy<CPT>(av, pr, dos + r * DP, sub);
-            row_axpy<CPT>(ak, ds, qs + r * DP, sub);
+            octet_share(pr, own, p0, p1);
+            octet_share(ds, own, ds0, ds1);
+            row_axpy<CPT>(av0, p0, z), row_axpy<CPT>(av1, p1, z);
+            row_axpy<CPT>(ak0, ds0, y), row_axpy<CPT>(ak1, ds1, y);
         }
     }
     // Partial sums of subblocks 1 .. NS-1 through shared memory (dv, then dk); subblock 0 adds them to its
     // own in subblock order and stores.
     float4 *red = reinterpret_cast<float4 *>(&tiles[0][0][0]);
-    subblock_reduce<CPT, NS>(av, red, s, lt);
-    subblock_reduce<CPT, NS>(ak, red, s, lt);
-    if (!valid || s) return;
-    row_store<CPT>(dk + jg * HD, ak, scale, sub, HD);
-    row_store<CPT>(dv + jg * HD, av, 1.0f, sub, HD);
+    subblock_reduce<CPT, NS>(av0, av1, red, s, lt);
+    subblock_reduce<CPT, NS>(ak0, ak1, red, s, lt);
+    if (s) return;
+    if (valid[0]) {
+        row_store<ATT_L, CPT>(dk + jg[0] * HD, ak0, scale, sub, HD);
+        row_store<ATT_L, CPT>(dv + jg[0] * HD, av0, 1.0f, sub, HD);
+    }
+    if (valid[1]) {
+        row_store<ATT_L, CPT>(dk + jg[1] * HD, ak1, scale, sub, HD);
+        row_store<ATT_L, CPT>(dv + jg[1] * HD, av1, 1.0f, sub, HD);
+    }
 }
 
 extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *Dt, const float *dout,
@@ -374,11 +486,11 @@ extern "C" void cuda_attention_backward(float *dq, float *dk, float *dv, float *
     float scale = attn_scale(d.HD);
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     dim3 gq((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
-    ATT_DISPATCH(d.HD, attn_bwd_dq_kernel, att_one_block, gq, dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo, d.T, d.H,
-                 d.KVH, d.HD, d.window, scale);
+    ATT_DISPATCH(d.HD, attn_bwd_dq_kernel, att_one_block, gq, dq, Dt, dout, out, q, k, v, stat_max, stat_den, doc_lo,
+                 d.T, d.H, d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
     dim3 gk((unsigned)d.KVH, (unsigned)((d.T + ATT_ROWS - 1) / ATT_ROWS));
-    ATT_DISPATCH(d.HD, attn_bwd_dkv_kernel, dkv_split, gk, dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T, d.H,
-                 d.KVH, d.HD, d.window, scale);
+    ATT_DISPATCH(d.HD, attn_bwd_dkv_kernel, dkv_split, gk, dk, dv, Dt, dout, q, k, v, stat_max, stat_den, doc_hi, d.T,
+                 d.H, d.KVH, d.HD, d.window, scale);
     CUDA_LAUNCH_CHECK();
 }
