@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh [BUILD_DIR [PART...]]: everything the GPU machine checks, in one command (run from the
-# repo root on that machine, with the build directory carried there; default build-gpu, made here by
+# repo root on that machine, with the build directory carried there; default build-gpu-bundle, made here by
 # scripts/build_gpu.sh). PARTs run in the order given (default: all of them in this order):
 #   tests    the GPU tests (tests/test_gpu_*: every op against the CPU reference, the optimizer, the step);
 #   eval     tests/cli_eval.sh, which on a machine with a GPU also checks gptoss eval --device cuda against
@@ -19,10 +19,10 @@
 #            then gptoss bench --batch 1 --seq 2048 --lora-r 8 --targets all --json (bench/NOTES.md).
 # The test binaries run directly (not through ctest: ctest's files hold this machine's absolute paths).
 # Logs go to $OUT when it is set (the device tool brings them back). Exit status: the number of failed parts.
-# Example (device tool): run(command="bash scripts/gpu_check.sh build-gpu", carry=["build-gpu"])
+# Example (device tool): run(command="bash scripts/gpu_check.sh build-gpu-bundle", carry=["build-gpu-bundle"])
 set -uo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build-gpu}
+build=${1:-build-gpu-bundle}
 shift
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(tests eval train memcheck bench)
