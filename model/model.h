@@ -397,7 +397,8 @@ gt_status model_tensors_write(const model_config *c, model_quant quant, double m
 // ===================================================================================================
 // CUDA (model/cuda/; only in builds with GPTOSS_HAVE_CUDA = 1): the same training step on one GPU, checked
 // op by op and end to end against the CPU functions above (tests/test_gpu_*.c). bf16 base weights (the
-// experts stay 4-bit as loaded and are decoded inside the GEMM tiles) and bf16 activations, fp32 arithmetic
+// experts stay 4-bit as loaded and are decoded inside the GEMM tiles; the input embedding table stays in
+// host memory, its rows gathered per batch) and bf16 activations, fp32 arithmetic
 // and accumulation; fp32 LoRA weights, gradients and loss. Gradient checkpointing is always on (every
 // layer's bf16 input is kept). Every device buffer is allocated by the *_init functions; a step allocates
 // nothing and makes the host wait only in model_cuda_loss_read (see model/cuda/model.cu's header).

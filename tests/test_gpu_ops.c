@@ -8,7 +8,7 @@
 //
 // Tolerances (norm-wise relative error, see gpu_test.h):
 //   exact  the casts, the bias and residual adds (one fp32 add, rounded once, is the same on both sides),
-//          the embedding rows, dequantization (bf16 of the CPU's fp32 value) and the router's choice;
+//          dequantization (bf16 of the CPU's fp32 value) and the router's choice;
 //   1e-5   fp32 outputs whose only difference from the CPU is the order of sums and 1-ulp differences of
 //          expf/cosf (RMSNorm rstd and dx, RoPE tables and backward, router, the GEMM on bf16
 //          inputs, the CE loss);
@@ -207,21 +207,6 @@ static void test_elementwise(void) {
     uint16_t *r2 = gpu_get_bits(gx, n);
     check_bits("residual in place (y == x)", r2, rr, n, 2);
     cuda_free(gx), cuda_free(gout), cuda_free(gf), free(hx), free(f), free(rr), free(r1), free(r2);
-
-    // cuda_embed: rows ids of a (V, D) bf16 table, the first and the last row among them.
-    const int T = 37, V = 50, D = 200;
-    float *e = rand_vec(&g_seed, (size_t)V * D, 1.0f);
-    uint16_t *eb = host_bf16(e, (size_t)V * D), *rh = xmalloc((size_t)T * D * 2);
-    int32_t ids[37];
-    for (int t = 0; t < T; t++) ids[t] = (int32_t)((gpu_test_rand(&g_seed, 1.0f) + 1.0f) * 0.5f * V) % V;
-    ids[0] = 0, ids[T - 1] = V - 1;
-    for (int t = 0; t < T; t++) memcpy(rh + (size_t)t * D, eb + (size_t)ids[t] * D, (size_t)D * 2);
-    uint16_t *ge = gpu_dup(eb, (size_t)V * D * 2), *gh = gpu_poison_bf16((size_t)T * D);
-    int32_t *gids = gpu_dup(ids, sizeof ids);
-    cuda_embed(gh, ge, gids, T, D);
-    uint16_t *hh = gpu_get_bits(gh, (size_t)T * D);
-    check_bits("embed rows (T 37, V 50, D 200)", hh, rh, (size_t)T * D, 2);
-    cuda_free(ge), cuda_free(gh), cuda_free(gids), free(e), free(eb), free(rh), free(hh);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -24,12 +24,11 @@ extern "C" {
 #if GPTOSS_HAVE_CUDA
 
 // ---------------------------------------------------------------------------------------------------
-// elementwise.cu: casts, bias, residual, embedding.
+// elementwise.cu: cast, bias, residual. (The embedding rows are gathered on the host: model.cu.)
 void cuda_cast_bf16(uint16_t *out, const float *in, size_t n);
 void cuda_add_bias(float *y, const float *b, int M, int N);            // y (M, N) += b (N) per row
 // The residual add: y = bf16(x + f) (y may alias x).
 void cuda_residual(uint16_t *y, const uint16_t *x, const float *f, size_t n);
-void cuda_embed(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D); // h (T, D) = embed[ids]
 
 // ---------------------------------------------------------------------------------------------------
 // dequant.cu: 4-bit expert weights into a bf16 scratch (exact for MXFP4; NF4 rounds map*absmax to bf16).

@@ -1,5 +1,5 @@
-// model/cuda/elementwise.cu: casts between fp32 and bf16, the bias add, the residual add and the embedding
-// lookup; one thread per element. bf16 is round to nearest even (bf16_bits); every output is overwritten
+// model/cuda/elementwise.cu: the cast from fp32 to bf16, the bias add and the residual add; one thread per
+// element. bf16 is round to nearest even (bf16_bits); every output is overwritten
 // except the bias add (+=). The residual add rounds the fp32 sum once, so y == bf16(float(x) + f) exactly.
 #include "model/cuda/common.cuh"
 
@@ -31,18 +31,5 @@ __global__ void residual_kernel(uint16_t *y, const uint16_t *x, const float *f, 
 extern "C" void cuda_residual(uint16_t *y, const uint16_t *x, const float *f, size_t n) {
     if (!n) return;
     residual_kernel<<<cuda_blocks(n, 256), 256>>>(y, x, f, n);
-    CUDA_LAUNCH_CHECK();
-}
-
-// h (T, D) = rows ids (T) of embed (V, D), copied bit for bit.
-__global__ void embed_kernel(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)T * D) return;
-    size_t t = i / D, j = i % D;
-    h[i] = embed[(size_t)ids[t] * D + j];
-}
-extern "C" void cuda_embed(uint16_t *h, const uint16_t *embed, const int32_t *ids, int T, int D) {
-    if (!T || !D) return;
-    embed_kernel<<<cuda_blocks((size_t)T * D, 256), 256>>>(h, embed, ids, T, D);
     CUDA_LAUNCH_CHECK();
 }

@@ -14,7 +14,10 @@
 // Memory: three device arenas, each allocated once: the weights (model_cuda_init), the LoRA params and
 // grads (model_cuda_lora_init) and the workspace (model_cuda_ws_init, sized from the config, R and max_T).
 // The workspace keeps every layer's input (resid, (L+1, T, D)) and one layer's activations: the backward
-// recomputes each layer from its input (the last one is still in place after the forward).
+// recomputes each layer from its input (the last one is still in place after the forward). The input
+// embedding table stays in host memory (bf16, 1.1 GiB for gpt-oss-20b): it is only ever read by rows, so
+// batch_upload gathers the batch's rows on the host and uploads them into the residual stream's layer 0;
+// the LM head is on the device (a copy of the table when tied).
 // Host synchronisation: none inside model_cuda_forward_backward; its loss sum stays on the device
 // (ws->loss_sum, += per batch) until model_cuda_loss_read, the step's one wait. Batches go up asynchronously
 // from pinned staging slots, one per batch queued since the last read (n_stage of them; a further batch
@@ -38,7 +41,8 @@ typedef struct cuda_layer_w {
 struct model_cuda {
     model_config cfg;
     cuda_arena arena;
-    uint16_t *embed, *lm_head; // (V, D); lm_head == embed when tied
+    uint16_t *embed_host;      // (V, D) bf16 in host memory: batch_upload gathers a batch's rows from it
+    uint16_t *lm_head;         // (V, D) on the device (the embedding's copy when tied)
     float *norm;               // (D)
     float *inv_freq;           // (HD/2)
     float attn_factor;
@@ -134,8 +138,7 @@ static void model_upload(model_cuda *mc, const model *m, upload *u) {
     const model_config *c = &m->cfg;
     const size_t D = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     const size_t E = c->n_experts, I = c->intermediate, V = c->vocab;
-    mc->embed = up_bf16(u, m->embed, V * D);
-    mc->lm_head = m->lm_head == m->embed ? mc->embed : up_bf16(u, m->lm_head, V * D);
+    mc->lm_head = up_bf16(u, m->lm_head, V * D); // m->lm_head is m->embed when tied
     mc->norm = up_f32(u, m->norm, D);
     float inv[512];
     CHECK(c->head_dim / 2 <= 512);
@@ -177,6 +180,9 @@ extern "C" gt_status model_cuda_init(model_cuda **out, const model *m, gt_error 
     }
     u.fill = 1;
     model_upload(mc, m, &u);
+    const size_t ne = (size_t)m->cfg.vocab * m->cfg.hidden;
+    mc->embed_host = (uint16_t *)xmalloc(ne * sizeof(uint16_t));
+    for (size_t i = 0; i < ne; i++) mc->embed_host[i] = f32_to_bf16(m->embed[i]);
     cuda_sync();
     *out = mc;
     return GT_OK;
@@ -185,6 +191,7 @@ extern "C" gt_status model_cuda_init(model_cuda **out, const model *m, gt_error 
 extern "C" void model_cuda_free(model_cuda *mc) {
     if (!mc) return;
     cuda_arena_free(&mc->arena);
+    free(mc->embed_host);
     free(mc->layers);
     free(mc);
 }
@@ -283,8 +290,9 @@ extern "C" void model_cuda_lora_grads_zero(model_cuda_lora *l) { cuda_memset(l->
 struct model_cuda_ws {
     int max_T, R, L, n_stage, staged;
     cuda_arena arena;
-    int32_t *ids, *pos, *doc, *targets, *doc_lo, *doc_hi; // (T)
-    int32_t *stage;           // pinned host (n_stage, 4, max_T): ids, pos, doc, targets on their way up
+    int32_t *pos, *doc, *targets, *doc_lo, *doc_hi; // (T)
+    int32_t *stage;           // pinned host (n_stage, 3, max_T): pos, doc, targets on their way up
+    uint16_t *emb_stage;      // pinned host (n_stage, max_T, D): the batch's embedding rows on their way up
     float *cos_t, *sin_t;     // (T, HD/2)
     uint16_t *resid;          // (L+1, T, D) bf16: every layer's input, and the last output
     // one layer's activations (bf16) and statistics
@@ -326,7 +334,7 @@ static void ws_layout(model_cuda_ws *w, const model_config *c) {
     const size_t T = w->max_T, D = c->hidden, Q = (size_t)c->n_heads * c->head_dim;
     const size_t KV = (size_t)c->n_kv_heads * c->head_dim, H = c->n_heads, E = c->n_experts, K = c->top_k;
     const size_t I = c->intermediate, R = w->R ? w->R : 1, S = T * K, HF = c->head_dim / 2;
-    w->ids = TAKE(a, int32_t, T), w->pos = TAKE(a, int32_t, T), w->doc = TAKE(a, int32_t, T);
+    w->pos = TAKE(a, int32_t, T), w->doc = TAKE(a, int32_t, T);
     w->targets = TAKE(a, int32_t, T), w->doc_lo = TAKE(a, int32_t, T), w->doc_hi = TAKE(a, int32_t, T);
     w->cos_t = TAKE(a, float, T * HF), w->sin_t = TAKE(a, float, T * HF);
     const size_t QD = Q > D ? Q : D;
@@ -377,7 +385,8 @@ extern "C" gt_status model_cuda_ws_init(model_cuda_ws **out, const model_cuda *m
     }
     ws_layout(w, &mc->cfg);
     cuda_memset(w->loss_sum, 0, 2 * sizeof(double));
-    w->stage = (int32_t *)cuda_host_alloc((size_t)n_stage * 4 * max_T * sizeof(int32_t));
+    w->stage = (int32_t *)cuda_host_alloc((size_t)n_stage * 3 * max_T * sizeof(int32_t));
+    w->emb_stage = (uint16_t *)cuda_host_alloc((size_t)n_stage * max_T * mc->cfg.hidden * sizeof(uint16_t));
     *out = w;
     return GT_OK;
 }
@@ -388,6 +397,7 @@ extern "C" void model_cuda_ws_free(model_cuda_ws *ws) {
     if (!ws) return;
     cuda_arena_free(&ws->arena);
     cuda_host_free(ws->stage);
+    cuda_host_free(ws->emb_stage);
     free(ws);
 }
 
@@ -400,16 +410,16 @@ static gt_status batch_upload(model_cuda_ws *ws, const model_cuda *mc, const mod
     gt_status st = model_batch_check(b, mc->cfg.vocab, ws->max_T, lora, ws->R, "GPU workspace (model_cuda_ws_init)",
                                      n_targets, err);
     if (st != GT_OK) return st;
-    const size_t bytes = (size_t)b->T * sizeof(int32_t);
-    int32_t *const dst[4] = {ws->ids, ws->pos, ws->doc, ws->targets};
-    const int32_t *const src[4] = {b->ids, b->pos, b->doc, b->targets};
+    const size_t bytes = (size_t)b->T * sizeof(int32_t), D = (size_t)mc->cfg.hidden;
+    int32_t *const dst[3] = {ws->pos, ws->doc, ws->targets};
+    const int32_t *const src[3] = {b->pos, b->doc, b->targets};
     if (ws->staged == ws->n_stage) { // every slot may still be in flight: wait (see the file header)
         cuda_sync();
         ws->staged = 0;
     }
-    int32_t *slot = ws->stage + (size_t)ws->staged++ * 4 * ws->max_T;
-    for (int i = 0; i < 4; i++) {
-        int32_t *stage = slot + (size_t)i * ws->max_T;
+    const size_t k = (size_t)ws->staged++;
+    for (int i = 0; i < 3; i++) {
+        int32_t *stage = ws->stage + (k * 3 + (size_t)i) * ws->max_T;
         if (!src[i]) { // no targets: -1
             cuda_memset(dst[i], 0xff, bytes);
             continue;
@@ -417,6 +427,10 @@ static gt_status batch_upload(model_cuda_ws *ws, const model_cuda *mc, const mod
         memcpy(stage, src[i], bytes);
         cuda_h2d_async(dst[i], stage, bytes);
     }
+    // The embedding rows (the ids were checked above) go straight into layer 0 of the residual stream.
+    uint16_t *rows = ws->emb_stage + k * ws->max_T * D;
+    for (int t = 0; t < b->T; t++) memcpy(rows + (size_t)t * D, mc->embed_host + (size_t)b->ids[t] * D, D * 2);
+    cuda_h2d_async(ws->resid, rows, (size_t)b->T * D * sizeof(uint16_t));
     return GT_OK;
 }
 
@@ -514,7 +528,6 @@ static void model_run_loss(model_cuda_ws *ws, const model_cuda *mc, const model_
     const int D = c->hidden;
     cuda_doc_bounds(ws->doc_lo, ws->doc_hi, ws->doc, T);
     cuda_rope_tables(ws->cos_t, ws->sin_t, ws->pos, mc->inv_freq, mc->attn_factor, T, c->head_dim / 2);
-    cuda_embed(resid_at(ws, 0, T, D), mc->embed, ws->ids, T, D);
     for (int l = 0; l < c->n_layers; l++) layer_forward(ws, mc, lora, l, T, resid_at(ws, l, T, D), resid_at(ws, l + 1, T, D));
     cuda_rmsnorm_forward(ws->hn, ws->rstd_f, resid_at(ws, c->n_layers, T, D), mc->norm, T, D, c->rms_eps);
     cuda_ce_forward(ws->lse, ws->tok_loss, ws->hn, mc->lm_head, ws->targets, T, D, c->vocab, &ws->ce);
