@@ -1,26 +1,24 @@
 // model/cuda/attention.cu: GQA attention with sinks, causal sliding window and packed documents, forward
 // and backward, flash-style (model/cpu/attention.c has the math). No (T, T) matrix exists anywhere.
 //
-// Layout of the work: the (query t, head h) pairs of one KV head g are numbered p = t * group + hh
-// (h = g * group + hh, group = H / KVH), query-major as the CPU walks them. A block owns ATT_ROWS
-// consecutive rows (pairs p for the forward and dq, keys j for dk/dv) of one g. In the backward kernels
-// rows go in pairs to ATT_L = 8 threads (an "octet", lanes 8o .. 8o+7 of the block): octet o owns rows o
-// and o + ATT_ROWS / 2; each of its threads owns the float4 chunks c = sub + ATT_L * i of the head dim
-// (dims 4c..4c+3, zero past HD) of both rows (the forward: one row per 4 threads, above its kernel). The
-// other side (keys for the forward and dq, (query, head) items for dk/dv) goes through shared memory in
-// tiles, loaded with coalesced reads; a backward thread reads each tile row's chunks once into registers
-// and uses them for both of its rows, in the dot product and in the update, and the 8 threads of an octet
-// read 8 different float4s (128 bytes: one shared-memory wavefront). Against one row per 4 threads that
-// re-read the tile for the update, this cuts the shared-memory traffic per multiply-add by 2x (dq) to 4x
-// (dk/dv); it bounded both kernels (ncu, H200: L1 throughput 87-88%, dk/dv 69 wavefronts per warp and
-// item). K/V are reused across the queries of the block and across the heads of the group.
-// A dot product is a partial sum per thread and per row, then octet_sum_rows: lanes 0-3 of the octet end
-// with its first row's totals, lanes 4-7 with its second row's (one exchange of the other row's partials,
-// then two xor shuffles; every lane of a row holds bit-identical sums), so the softmax terms (exp, divide)
-// are computed once per row and group of 4 lanes, and one more shuffle hands them to the other half.
-// Tiles outside the block's visible range (window, documents) are skipped; rows mask the rest.
+// Layout of the work: the (query t, head h) pairs of one KV head g are numbered p = t * group + hh (h = g * group + hh,
+// group = H / KVH), query-major as the CPU walks them. A block owns consecutive rows (pairs p for the forward and dq,
+// keys j for dk/dv) of one g: FWD_BR in the forward, which runs on the tensor cores (its layout above its kernel),
+// ATT_ROWS in the backward. In the backward kernels rows go in pairs to ATT_L = 8 threads (an "octet", lanes 8o .. 8o+7
+// of the block): octet o owns rows o and o + ATT_ROWS / 2; each of its threads owns the float4 chunks c = sub + ATT_L *
+// i of the head dim (dims 4c..4c+3, zero past HD) of both rows. The other side (keys for the forward and dq, (query,
+// head) items for dk/dv) goes through shared memory in tiles, loaded with coalesced reads; a backward thread reads each
+// tile row's chunks once into registers and uses them for both of its rows, in the dot product and in the update, and
+// the 8 threads of an octet read 8 different float4s (128 bytes: one shared-memory wavefront). Against one row per 4
+// threads that re-read the tile for the update, this cuts the shared-memory traffic per multiply-add by 2x (dq) to 4x
+// (dk/dv); it bounded both kernels (ncu, H200: L1 throughput 87-88%, dk/dv 69 wavefronts per warp and item). K/V are
+// reused across the queries of the block and across the heads of the group. A dot product is a partial sum per thread
+// and per row, then octet_sum_rows: lanes 0-3 of the octet end with its first row's totals, lanes 4-7 with its second
+// row's (one exchange of the other row's partials, then two xor shuffles; every lane of a row holds bit-identical
+// sums), so the softmax terms (exp, divide) are computed once per row and group of 4 lanes, and one more shuffle hands
+// them to the other half. Tiles outside the block's visible range (window, documents) are skipped; rows mask the rest.
 //
-// Forward: per key tile, a row computes its ATT_BK scores s_j = q.k_j * HD^-0.5, takes the tile max,
+// Forward: per key tile, a row computes its scores s_j = q.k_j * HD^-0.5, takes the tile max,
 // rescales its running sum l and output accumulator by exp(m_old - m_new) and adds p_j v_j. m starts at
 // the sink logit, so the final
 //   den = l + exp(sink - m), out = acc / den, stat_max = m, stat_den = den
@@ -32,11 +30,13 @@
 //              count: dv = sum p dout, dk = scale sum ds q (the walk and its split: above the kernel).
 // Each output element is reduced by one thread in a fixed order: deterministic, no atomics.
 //
-// Storage: q, k, v and out are bf16 (uint16_t bits); dout, dq, dk, dv, Dt and the statistics fp32. Every
-// load converts to fp32 (as_float, common.cuh), so the shared tiles and the registers hold fp32 and all
-// arithmetic is the fp32 arithmetic above; the forward rounds out to bf16 once, when it stores
-// acc * (1 / den) (store_as). The backward's Dt = dout.out uses that stored bf16 out, as the CPU backward
-// does when given it.
+// Storage: q, k, v and out are bf16 (uint16_t bits); dout, dq, dk, dv, Dt and the statistics fp32. The
+// backward converts every load to fp32 (as_float, common.cuh), so its shared tiles and registers hold fp32
+// and all its arithmetic is the fp32 arithmetic above. The forward feeds q, k, v to the tensor cores as
+// they are (exact products, fp32 sums) and rounds each weight p_j to bf16 for P V (the one precision
+// change against the CPU: above its kernel); it rounds out to bf16 once, when it stores acc * (1 / den)
+// (store_as). The backward's Dt = dout.out uses that stored bf16 out, as the CPU backward does when given
+// it.
 #include "model/cuda/common.cuh"
 
 #define ATT_L 8     // threads per pair of rows (an octet)
@@ -150,10 +150,6 @@ static __device__ __forceinline__ void row_axpy(float4 *acc, float a, const floa
         acc[i].x += a * y[i].x, acc[i].y += a * y[i].y, acc[i].z += a * y[i].z, acc[i].w += a * y[i].w;
 }
 template <int CPT>
-static __device__ __forceinline__ void row_scale(float4 *acc, float c) {
-    for (int i = 0; i < CPT; i++) acc[i].x *= c, acc[i].y *= c, acc[i].z *= c, acc[i].w *= c;
-}
-template <int CPT>
 static __device__ __forceinline__ void row_zero(float4 *acc) {
     for (int i = 0; i < CPT; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
@@ -197,90 +193,225 @@ static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const
     __syncthreads();
 }
 
-// The forward keeps one row per FWD_L = 4 threads (a quad), each owning chunks sub + FWD_L * i, and reads
-// the K/V tile rows from shared memory in its dot products and updates: the octet layout above ran it 2.6x
-// slower on an H200 (gpt-oss-20b causal layer 2.96 -> 7.67 ms: ptxas wrapped its shuffles in
-// WARPSYNC.COLLECTIVE sequences, i.e. treated them as divergent; ncu: 34% of the stalls wait on branch
-// targets), so this kernel stays as it was measured until that is understood.
-#define FWD_L 4
-static_assert(FWD_L * ATT_ROWS == ATT_THREADS, "forward block size");
+// ---------------------------------------------------------------------------------------------------
+// Forward on bf16 tensor cores (FlashAttention-2's scheme): a block of FWD_BR = 64 rows p (as above) is 4
+// warps of 16 rows; per tile of BC keys a warp computes its 16 x BC scores S = Q K^T with mma.sync
+// m16n8k16 (bf16 inputs, fp32 accumulation: the products are exact, only the summation order differs from
+// the CPU's dot), scales, masks and takes the online softmax step in registers (a row's values live on the
+// 4 lanes of a quad), then adds P V on the tensor cores with P = exp(s - m) rounded to bf16 (relative error
+// <= 2^-8 per weight; the running sum l adds the fp32 values, so den and the statistics are the fp32 ones).
+// So out carries, besides the fp32 evaluation order, at most 2^-8 sum_j p_j |v_j| before its own rounding
+// to bf16 (tests/test_gpu_attention.c checks it against that budget).
+// Fragments (PTX ISA, mma.m16n8k16): lane = 4 gr + c4 holds A rows gr, gr + 8 at k pairs 2 c4 (+8), B's
+// k pairs 2 c4 (+8) at column gr, C rows gr, gr + 8 at columns 2 c4, 2 c4 + 1. Q is read once into A
+// fragments; K (B of S, (key, d) rows) is read with ldmatrix, V (B of P V, k = key) with ldmatrix.trans;
+// the S accumulators of two adjacent 8-key groups are exactly P's A fragment for 16 keys. K and V tiles are
+// bf16 in shared memory (rows padded by 16 bytes: ldmatrix without bank conflicts), double-buffered with
+// cp.async (16-byte chunks when HD % 8 == 0 and the rows are 16-byte aligned, element copies otherwise).
+// The dims are padded to DP (16, 32, 64 or 128) with zeros. A warp skips the tiles none of its rows sees.
+#define FWD_BR 64
+#define FWD_THREADS 128
+static __host__ __device__ constexpr int fwd_bc(int dp) { return dp > 64 ? 32 : 64; } // keys per tile
 
-// Sum over the FWD_L threads of a row (all of them get it).
-static __device__ __forceinline__ float quad_sum(float v) {
-    for (int o = 1; o < FWD_L; o <<= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
+// Tensor-core and cp.async primitives (the same ldmatrix / mma wrappers as moe_gemm.cu's).
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
 }
-// Partial dot of this thread's chunks with a shared tile row (quad_dot); acc += a (shared tile row).
-template <int CPT>
-static __device__ __forceinline__ float quad_dot(const float4 *x, const float *row_sh, int sub) {
-    float s = 0.0f;
-    for (int i = 0; i < CPT; i++) {
-        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + FWD_L * i];
-        s += x[i].x * y.x + x[i].y * y.y + x[i].z * y.z + x[i].w * y.w;
-    }
-    return s;
+static __device__ __forceinline__ void ldsm_x4(uint32_t a, uint32_t *r) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
 }
-template <int CPT>
-static __device__ __forceinline__ void quad_axpy(float4 *acc, float a, const float *row_sh, int sub) {
-    for (int i = 0; i < CPT; i++) {
-        float4 y = reinterpret_cast<const float4 *>(row_sh)[sub + FWD_L * i];
-        acc[i].x += a * y.x, acc[i].y += a * y.y, acc[i].z += a * y.z, acc[i].w += a * y.w;
-    }
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t a, uint32_t *r) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+}
+// c (16x8 fp32) += a (16x16 bf16, row) b (16x8 bf16, col).
+static __device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, const uint32_t *b) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// 16 bytes global -> shared, zeros instead when !full.
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool full) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(full ? 16 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Two fp32 values as a bf16 pair (lo in the low half), each rounded to nearest even.
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    return (uint32_t)bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16;
 }
 
-// Grid (row blocks, KVH). Rows p = t * group + hh of kv head g, row p0 + threadIdx.x / FWD_L of the block
-// (a row past the end takes the last query and only helps load tiles); block range tB, kmin as for att_qrows.
-template <int CPT>
-__global__ void __launch_bounds__(ATT_THREADS)
+// Keys kb .. kb + BC - 1 of kv head g into the bf16 tiles ks, vs ((BC, DP + 8) each), zero at keys past tB
+// and dims past HD; one cp.async group (the element-copy path stores directly).
+template <int DP, int BC>
+static __device__ __forceinline__ void fwd_kv_load(uint16_t *ks, uint16_t *vs, const uint16_t *k, const uint16_t *v,
+                                                   int kb, int tB, int g, int KVH, int HD, bool vec) {
+    constexpr int KP = DP + 8, CH = DP / 8; // padded pitch, 16-byte chunks per row
+    if (vec) {
+        for (int e = threadIdx.x; e < BC * CH; e += FWD_THREADS) {
+            int r = e / CH, d = e % CH * 8;
+            bool in = kb + r <= tB && d < HD;
+            size_t off = in ? ((size_t)(kb + r) * KVH + g) * HD + d : 0;
+            cp_async16(smem_addr(ks + r * KP + d), k + off, in);
+            cp_async16(smem_addr(vs + r * KP + d), v + off, in);
+        }
+    } else {
+        for (int e = threadIdx.x; e < BC * DP; e += FWD_THREADS) {
+            int r = e / DP, d = e % DP;
+            bool in = kb + r <= tB && d < HD;
+            size_t off = ((size_t)(kb + r) * KVH + g) * HD + d;
+            ks[r * KP + d] = in ? k[off] : 0;
+            vs[r * KP + d] = in ? v[off] : 0;
+        }
+    }
+    cp_async_commit();
+}
+
+// Grid (row blocks, KVH), the block order reversed (the causal layer's longest blocks, the last queries,
+// first). Block range tB, kmin as for att_qrows.
+template <int DP>
+__global__ void __launch_bounds__(FWD_THREADS)
     attn_fwd_kernel(uint16_t *out, float *smax, float *sden, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                    const float *sinks, const int32_t *lo, int T, int H, int KVH, int HD, int window, float scale) {
-    constexpr int DP = 4 * FWD_L * CPT;
-    __shared__ __align__(16) float ks[ATT_BK * DP], vs[ATT_BK * DP];
-    const int group = H / KVH, g = blockIdx.y, sub = threadIdx.x % FWD_L;
-    const long np = (long)T * group, p0 = (long)blockIdx.x * ATT_ROWS, p = p0 + threadIdx.x / FWD_L;
-    const bool valid = p < np;
-    const int t = valid ? (int)(p / group) : T - 1, h = g * group + (valid ? (int)(p % group) : 0);
-    const size_t th = (size_t)t * H + h;
-    const int tB = (int)(min(p0 + ATT_ROWS, np) - 1) / group, kmin = attn_first_key(lo, (int)(p0 / group), window);
-    const int j0 = attn_first_key(lo, t, window);
-    float4 qr[CPT], acc[CPT];
-    row_load<FWD_L, CPT>(qr, q + th * HD, sub, HD);
-    row_zero<CPT>(acc);
-    float m = sinks[h], l = 0.0f;
-    for (int kb = kmin; kb <= tB; kb += ATT_BK) {
-        kv_tiles_load<DP>(ks, vs, k, v, kb, tB, g, KVH, HD);
-        float s[ATT_BK], mt = -INFINITY;
+                    const float *sinks, const int32_t *lo, int T, int H, int KVH, int HD, int window, float scale,
+                    bool vec) {
+    constexpr int BC = fwd_bc(DP), KP = DP + 8, NT = BC / 8, ND = DP / 8, KS = DP / 16;
+    __shared__ __align__(16) uint16_t ks[2][BC * KP], vs[2][BC * KP];
+    const int group = H / KVH, g = blockIdx.y, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int gr = lane / 4, c4 = lane % 4;
+    const long np = (long)T * group, p0 = (long)(gridDim.x - 1 - blockIdx.x) * FWD_BR, pw = p0 + warp * 16;
+    const int tB = (int)((min(p0 + FWD_BR, np) - 1) / group), kmin = attn_first_key(lo, (int)(p0 / group), window);
+    // The warp's keys: from its first row's first key to its last valid row's query (none without rows).
+    const int wlo = attn_first_key(lo, (int)(min(pw, np - 1) / group), window);
+    const int whi = pw < np ? (int)((min(pw + 16, np) - 1) / group) : -1;
+    // This thread's rows r = 0, 1: pw + gr + 8 r (past the end: the last query, not stored).
+    int t[2], h[2], j0[2];
+    bool valid[2];
+    size_t th[2];
 #pragma unroll
-        for (int jj = 0; jj < ATT_BK; jj++) {
-            int j = kb + jj;
-            float sj = quad_sum(quad_dot<CPT>(qr, ks + jj * DP, sub)) * scale;
-            s[jj] = j >= j0 && j <= t ? sj : -INFINITY;
-            mt = fmaxf(mt, s[jj]);
-        }
-        float mn = fmaxf(m, mt), c = expf(m - mn), ls = 0.0f;
-        row_scale<CPT>(acc, c);
-#pragma unroll
-        for (int jj = 0; jj < ATT_BK; jj++) {
-            float pj = expf(s[jj] - mn);
-            ls += pj;
-            quad_axpy<CPT>(acc, pj, vs + jj * DP, sub);
-        }
-        l = l * c + ls;
-        m = mn;
+    for (int r = 0; r < 2; r++) {
+        long p = pw + gr + 8 * r;
+        valid[r] = p < np;
+        t[r] = valid[r] ? (int)(p / group) : T - 1;
+        h[r] = g * group + (valid[r] ? (int)(p % group) : 0);
+        th[r] = (size_t)t[r] * H + h[r];
+        j0[r] = attn_first_key(lo, t[r], window);
     }
-    if (!valid) return;
-    float den = l + expf(sinks[h] - m);
-    row_store<FWD_L, CPT>(out + th * HD, acc, 1.0f / den, sub, HD);
-    if (sub == 0) {
-        smax[th] = m;
-        sden[th] = den;
+    uint32_t qa[KS][4]; // A fragments of the warp's 16 q rows, dims 16 ks ..
+#pragma unroll
+    for (int s = 0; s < KS; s++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint16_t *qr = q + th[i & 1] * HD;
+            int dd = 16 * s + 8 * (i >> 1) + 2 * c4;
+            qa[s][i] = (uint32_t)(dd < HD ? qr[dd] : 0) | (uint32_t)(dd + 1 < HD ? qr[dd + 1] : 0) << 16;
+        }
+    float o[ND][4], m[2] = {sinks[h[0]], sinks[h[1]]}, l[2] = {0.0f, 0.0f};
+    for (int nd = 0; nd < ND; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    const int ntile = (tB - kmin) / BC + 1;
+    fwd_kv_load<DP, BC>(ks[0], vs[0], k, v, kmin, tB, g, KVH, HD, vec);
+    for (int it = 0; it < ntile; it++) {
+        const int kb = kmin + it * BC, st = it & 1;
+        if (it + 1 < ntile) {
+            fwd_kv_load<DP, BC>(ks[st ^ 1], vs[st ^ 1], k, v, kb + BC, tB, g, KVH, HD, vec);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (kb <= whi && kb + BC > wlo) {
+            float s[NT][4];
+            for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            // ldmatrix rows: lane's key (nt + lane / 16) * 8 + lane % 8, dims 16 ks + 8 (lane / 8 % 2).
+            const uint32_t kaddr = smem_addr(ks[st] + (lane / 16 * 8 + lane % 8) * KP + lane / 8 % 2 * 8);
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt += 2) {
+                    uint32_t b[4];
+                    ldsm_x4(kaddr + (uint32_t)(nt * 8 * KP + 16 * kk) * 2, b);
+                    mma_bf16(s[nt], qa[kk], b);
+                    mma_bf16(s[nt + 1], qa[kk], b + 2);
+                }
+            float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = e >> 1, j = kb + nt * 8 + 2 * c4 + (e & 1);
+                    float x = j >= j0[r] && j <= t[r] ? s[nt][e] * scale : -INFINITY;
+                    s[nt][e] = x;
+                    mt[r] = fmaxf(mt[r], x);
+                }
+            float c[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                mt[r] = fmaxf(mt[r], __shfl_xor_sync(FULL_MASK, mt[r], 1));
+                mt[r] = fmaxf(mt[r], __shfl_xor_sync(FULL_MASK, mt[r], 2));
+                float mn = fmaxf(m[r], mt[r]);
+                c[r] = expf(m[r] - mn);
+                m[r] = mn;
+                l[r] *= c[r];
+            }
+            for (int nd = 0; nd < ND; nd++) o[nd][0] *= c[0], o[nd][1] *= c[0], o[nd][2] *= c[1], o[nd][3] *= c[1];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float pj = expf(s[nt][e] - m[e >> 1]);
+                    l[e >> 1] += pj;
+                    s[nt][e] = pj;
+                }
+            // ldmatrix.trans rows: lane's key 16 kk + 8 (lane / 8 % 2) + lane % 8, dims (nd + lane / 16) * 8.
+            const uint32_t vaddr = smem_addr(vs[st] + (lane / 8 % 2 * 8 + lane % 8) * KP + lane / 16 * 8);
+#pragma unroll
+            for (int kk = 0; kk < NT / 2; kk++) {
+                uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                  pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                  pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                for (int nd = 0; nd < ND; nd += 2) {
+                    uint32_t b[4];
+                    ldsm_x4_t(vaddr + (uint32_t)(16 * kk * KP + 8 * nd) * 2, b);
+                    mma_bf16(o[nd], pa, b);
+                    mma_bf16(o[nd + 1], pa, b + 2);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(FULL_MASK, l[r], 1);
+        l[r] += __shfl_xor_sync(FULL_MASK, l[r], 2);
+        if (!valid[r]) continue;
+        float den = l[r] + expf(sinks[h[r]] - m[r]), inv = 1.0f / den;
+        uint16_t *orow = out + th[r] * HD;
+        for (int nd = 0; nd < ND; nd++)
+            for (int e = 0; e < 2; e++) {
+                int dd = nd * 8 + 2 * c4 + e;
+                if (dd < HD) store_as(orow + dd, o[nd][2 * r + e] * inv);
+            }
+        if (c4 == 0) {
+            smax[th[r]] = m[r];
+            sden[th[r]] = den;
+        }
     }
 }
 
 static float attn_scale(int HD) { return (float)pow((double)HD, -0.5); }
 
 // Chunks per thread for HD with L threads per row, rounded up to a power of two (HD <= ATT_MAXDP: at most
-// 4 for the octets, 8 for the forward's quads).
+// 4 for the octets).
 static int attn_cpt(int HD, int L) {
     int nc = (HD + 3) / 4, cpt = 1;
     while (cpt * L < nc) cpt *= 2;
@@ -302,15 +433,14 @@ extern "C" void cuda_attention_forward(uint16_t *out, float *stat_max, float *st
     CHECK(d.HD <= ATT_MAXDP && d.H % d.KVH == 0);
     size_t rows = (size_t)d.T * (d.H / d.KVH);
     if (!rows) return;
-    dim3 grid((unsigned)((rows + ATT_ROWS - 1) / ATT_ROWS), (unsigned)d.KVH);
+    dim3 grid((unsigned)((rows + FWD_BR - 1) / FWD_BR), (unsigned)d.KVH);
     float scale = attn_scale(d.HD);
-#define FWD_ARGS out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH, d.HD, d.window, scale
-    switch (attn_cpt(d.HD, FWD_L)) {
-    case 1: attn_fwd_kernel<1><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
-    case 2: attn_fwd_kernel<2><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
-    case 4: attn_fwd_kernel<4><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
-    default: attn_fwd_kernel<8><<<grid, ATT_THREADS>>>(FWD_ARGS); break;
-    }
+    bool vec = d.HD % 8 == 0 && (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0;
+#define FWD_ARGS out, stat_max, stat_den, q, k, v, sinks, doc_lo, d.T, d.H, d.KVH, d.HD, d.window, scale, vec
+    if (d.HD <= 16) attn_fwd_kernel<16><<<grid, FWD_THREADS>>>(FWD_ARGS);
+    else if (d.HD <= 32) attn_fwd_kernel<32><<<grid, FWD_THREADS>>>(FWD_ARGS);
+    else if (d.HD <= 64) attn_fwd_kernel<64><<<grid, FWD_THREADS>>>(FWD_ARGS);
+    else attn_fwd_kernel<128><<<grid, FWD_THREADS>>>(FWD_ARGS);
 #undef FWD_ARGS
     CUDA_LAUNCH_CHECK();
 }
