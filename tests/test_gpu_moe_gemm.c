@@ -3,7 +3,8 @@
 // forward) and wt 0 (C = A W_e, the backward), A bf16 or fp32 (rounded to bf16 by the kernel), gathered
 // through arow, from two interleaved arrays, bias, the interleaved c0/c1 output; MXFP4, NF4 and bf16
 // experts; row tiles that end inside an expert, an empty expert and unused tiles; column and k edges; leading
-// dimensions that rule out the vector loads and stores. Skips without a GPU.
+// dimensions that rule out the vector loads and stores; A copied by cp.async (plain bf16 rows) and through
+// registers; one k step and many. Skips without a GPU.
 //
 // The reference multiplies the same bf16 operands (A rounded to bf16, the experts decoded exactly and
 // rounded to bf16 where the format is not bf16-exact: NF4) in double, so the only difference is the fp32
@@ -244,6 +245,12 @@ int main(void) {
         {"nf4 wt 0 (fp32 a0/a1, lda 21)", WF_NF4, 0, 0, 1, 0, 1, 0, 36, 40, 1, 1, 0, 0, 0, 4, R1},
         {"bf16 wt 1 (fp32 A)", WF_BF16, 1, 0, 0, 0, 1, 0, 300, 50, 0, 0, 0, 0, 0, 3, R2},
         {"bf16 wt 0 (bf16 A, arow)", WF_BF16, 0, 1, 0, 1, 0, 0, 72, 70, 2, 0, 0, 0, 0, 4, R1},
+        // Plain bf16 rows with lda % 8 == 0 and Kd % 8 == 0 take the cp.async path for A: one k step (the
+        // pipeline's prologue alone), a k edge inside a step, padded rows, both weight layouts.
+        {"mxfp4 wt 1 one k step (Kd 32, lda 40, arow)", WF_MXFP4, 1, 1, 0, 1, 1, 0, 136, 32, 8, 0, 0, 118, 130, 4, R1},
+        {"bf16 wt 1 one k step (Kd 24)", WF_BF16, 1, 1, 0, 0, 0, 0, 130, 24, 0, 0, 0, 0, 0, 3, R2},
+        {"bf16 wt 0 (bf16 A, Kd 72, lda 80, arow, bias)", WF_BF16, 0, 1, 0, 1, 1, 0, 200, 72, 8, 0, 0, 0, 0, 4, R1},
+        {"mxfp4 wt 0 one k step (fp32 A, Kd 32)", WF_MXFP4, 0, 0, 0, 0, 0, 0, 160, 32, 0, 0, 0, 118, 130, 3, R2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
     return gpu_test_finish();
