@@ -150,7 +150,7 @@ typedef struct data_columns {   // column names; NULL = the default in brackets;
 } data_columns;            // (the defaults are HuggingFaceH4/Multilingual-Thinking's columns)
 
 typedef struct data_options {
-    const char *const *train_files; // JSONL or JSONL.gz (gzip detected from the bytes)
+    const char *const *train_files; // JSONL, JSONL.gz or parquet (gzip and parquet detected from the bytes)
     int n_train_files;
     const char *const *val_files; // validation by file; when none, val_fraction of the train documents
     int n_val_files;
@@ -196,10 +196,30 @@ void data_docs_push(data_docs *d, const int32_t *ids, const int32_t *labels, siz
 // row is refused with GT_EUNSUPPORTED).
 gt_status data_row_tokenize(const char *line, size_t len, const data_options *o, const tokenizer *tok,
                             const char *where, token_buf *ids, token_buf *labels, gt_error *err);
-// Reads JSONL / JSONL.gz files into documents (appended; bad rows: error, or skipped and counted, per
+// Reads JSONL / JSONL.gz / parquet files into documents (appended; bad rows: error, or skipped and counted, per
 // options). Stops after max_rows rows in all (out->rows_read counts them; 0 = no limit).
 gt_status data_read_files(const char *const *paths, int n, const data_options *o, const tokenizer *tok,
                           uint64_t max_rows, data_docs *out, gt_error *err);
+
+// ---------------------------------------------------------------------------------------------------
+// Parquet (data/parquet.c): the rows of a .parquet file, each as the JSON object (jansson) its JSONL line
+// would be: flat columns, lists and structs of them (Multilingual-Thinking's messages:
+// list<struct<content, role, thinking>>); codecs UNCOMPRESSED, SNAPPY, GZIP, ZSTD. Read one row group at
+// a time. data_read_files reads a file through this when it starts with "PAR1"; rows are numbered from 1
+// in messages ("FILE: row N"). Errors name the file, row group, column and page; what the file holds
+// that gptoss does not read (maps, lists of lists, other codecs) is GT_EUNSUPPORTED naming the column.
+struct json_t;
+typedef struct parquet_reader parquet_reader;
+// Opens and checks the footer, the schema and every row group's chunk metadata.
+gt_status parquet_open(parquet_reader **r, const char *path, gt_error *err);
+// The same over bytes in memory (tests, fuzz target); `what` names them in messages. data must outlive r.
+gt_status parquet_open_mem(parquet_reader **r, const uint8_t *data, size_t len, const char *what, gt_error *err);
+// The next row: *row a new object (json_decref it), NULL after the last row. After an error the reader
+// only repeats it.
+gt_status parquet_next_row(parquet_reader *r, struct json_t **row, gt_error *err);
+int64_t parquet_num_rows(const parquet_reader *r); // from the footer
+void parquet_close(parquet_reader *r);
+int parquet_sniff(const char *path); // 1 when the file starts with "PAR1"
 
 // ---------------------------------------------------------------------------------------------------
 // Packing (data/pack.c). A row is up to max_seq_len tokens taken from whole documents (best fit, longest

@@ -1,4 +1,4 @@
-// Dataset readers: JSONL and JSONL.gz rows -> tokenized documents with a loss mask.
+// Dataset readers: JSONL, JSONL.gz and parquet rows -> tokenized documents with a loss mask.
 //
 // Row shapes (data_format): {"messages": [{"role", "content", "thinking"?}, ...]} with any other columns
 // ignored (HuggingFaceH4/Multilingual-Thinking), flat rows through a column mapping, and pre-tokenized
@@ -7,7 +7,8 @@
 //
 // Invariants: a bad row is never silent. Under on_bad_row = error the first one stops the read with
 // "file:line: field: reason (fix)"; under skip it is counted in rows_skipped and the first few are logged.
-// Files are read through zlib's gzread, which passes plain files through unchanged.
+// Files are read through zlib's gzread, which passes plain files through unchanged; a file that starts
+// with "PAR1" through data/parquet.c, whose rows are the JSON objects their JSONL lines would be.
 #include "data/data.h"
 
 #include <jansson.h>
@@ -259,11 +260,9 @@ static gt_status row_tokens(const json_t *row, const tokenizer *tok, token_buf *
     return GT_OK;
 }
 
-gt_status data_row_tokenize(const char *line, size_t len, const data_options *o, const tokenizer *tok,
-                            const char *where, token_buf *ids, token_buf *labels, gt_error *err) {
-    json_error_t jerr;
-    json_t *row = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!row) return gt_fail(err, GT_EFORMAT, "%s:%d: invalid JSON: %s", where, jerr.column, jerr.text);
+// One row's JSON value -> ids/labels; a refused row leaves ids/labels as they were and says `where`.
+static gt_status row_tokenize(const json_t *row, const data_options *o, const tokenizer *tok, const char *where,
+                              token_buf *ids, token_buf *labels, gt_error *err) {
     size_t ids0 = ids->n, labels0 = labels->n;
     gt_error e;
     gt_status st;
@@ -280,12 +279,21 @@ gt_status data_row_tokenize(const char *line, size_t len, const data_options *o,
         else if (f == DATA_FORMAT_MESSAGES) st = row_messages(row, o, tok, ids, labels, &e);
         else st = row_columns(row, o, tok, ids, labels, &e);
     }
-    json_decref(row);
     if (!st) return GT_OK;
     ids->n = ids0;
     labels->n = labels0;
     if (st == GT_EINVAL) st = GT_EFORMAT; // a render refusal is the row's fault
     return gt_fail(err, st, "%s: %s", where, e.msg);
+}
+
+gt_status data_row_tokenize(const char *line, size_t len, const data_options *o, const tokenizer *tok,
+                            const char *where, token_buf *ids, token_buf *labels, gt_error *err) {
+    json_error_t jerr;
+    json_t *row = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!row) return gt_fail(err, GT_EFORMAT, "%s:%d: invalid JSON: %s", where, jerr.column, jerr.text);
+    gt_status st = row_tokenize(row, o, tok, where, ids, labels, err);
+    json_decref(row);
+    return st;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -345,15 +353,70 @@ static int blank(const char *s, size_t n) {
 
 enum { LOGGED_SKIPS = 5 };
 
+// Where the rows of one file go: each is tokenized and appended, or (a bad row under on_bad_row = skip)
+// counted and the first few logged.
+typedef struct row_sink {
+    const data_options *o;
+    const tokenizer *tok;
+    data_docs *out;
+    uint32_t file_index;
+    token_buf ids, labels;
+} row_sink;
+
+// One row: a JSONL line (line, n) or a parquet row's JSON object (row, with line NULL). GT_OK when it
+// was taken or skipped; else the error that stops the read.
+static gt_status sink_row(row_sink *s, const char *line, size_t n, const json_t *row, const char *where,
+                          uint32_t rowno, gt_error *err) {
+    s->out->rows_read++;
+    s->ids.n = s->labels.n = 0;
+    gt_error row_err;
+    gt_status st = line ? data_row_tokenize(line, n, s->o, s->tok, where, &s->ids, &s->labels, &row_err)
+                        : row_tokenize(row, s->o, s->tok, where, &s->ids, &s->labels, &row_err);
+    if (st == GT_EFORMAT && s->o->on_bad_row == DATA_BAD_ROW_SKIP) {
+        if (s->out->rows_skipped < LOGGED_SKIPS) log_warn("skipping bad row: %s", row_err.msg);
+        if (s->out->rows_skipped == LOGGED_SKIPS) log_warn("skipping more bad rows (counted in the summary)");
+        s->out->rows_skipped++;
+        return GT_OK;
+    }
+    if (st)
+        return gt_fail(err, st, "%s%s", row_err.msg,
+                       st == GT_EFORMAT ? " (or set data.on_bad_row: skip to leave bad rows out, counted)" : "");
+    data_docs_push(s->out, s->ids.ids, s->labels.ids, s->ids.n, s->file_index, rowno);
+    return GT_OK;
+}
+
+// A parquet file (data/parquet.c): row N is named "FILE: row N", N from 1.
+static gt_status read_parquet(const char *path, row_sink *s, uint64_t max_rows, gt_error *err) {
+    parquet_reader *pr;
+    gt_status st = parquet_open(&pr, path, err);
+    for (uint32_t rowno = 1; !st; rowno++) {
+        if (max_rows && s->out->rows_read >= max_rows) break;
+        json_t *row;
+        if ((st = parquet_next_row(pr, &row, err)) || !row) break;
+        char where[4096 + 32];
+        snprintf(where, sizeof where, "%s: row %u", path, rowno);
+        st = sink_row(s, NULL, 0, row, where, rowno, err);
+        json_decref(row);
+    }
+    parquet_close(pr);
+    return st;
+}
+
 static gt_status read_one(const char *path, uint32_t file_index, const data_options *o, const tokenizer *tok,
                           uint64_t max_rows, data_docs *out, gt_error *err) {
+    row_sink s = {o, tok, out, file_index, {0}, {0}};
+    gt_status st = GT_OK;
+    if (parquet_sniff(path)) {
+        st = read_parquet(path, &s, max_rows, err);
+        token_buf_free(&s.ids);
+        token_buf_free(&s.labels);
+        return st;
+    }
     line_reader r = {0};
     r.gz = gzopen(path, "rb");
     if (!r.gz) return gt_fail(err, fs_exists(path) ? GT_EIO : GT_ENOTFOUND, "%s: cannot open: %s", path,
                                fs_exists(path) ? strerror(errno) : "no such file");
     gzbuffer(r.gz, 1 << 17);
-    token_buf ids = {0}, labels = {0};
-    gt_status st = GT_OK;
     const char *line;
     size_t n;
     int rc;
@@ -363,29 +426,13 @@ static gt_status read_one(const char *path, uint32_t file_index, const data_opti
         lineno++;
         if (blank(line, n)) continue;
         if (max_rows && out->rows_read >= max_rows) break;
-        out->rows_read++;
         char where[4096 + 16];
         snprintf(where, sizeof where, "%s:%u", path, lineno);
-        ids.n = labels.n = 0;
-        gt_error row_err;
-        st = data_row_tokenize(line, n, o, tok, where, &ids, &labels, &row_err);
-        if (st == GT_EFORMAT && o->on_bad_row == DATA_BAD_ROW_SKIP) {
-            if (out->rows_skipped < LOGGED_SKIPS) log_warn("skipping bad row: %s", row_err.msg);
-            if (out->rows_skipped == LOGGED_SKIPS) log_warn("skipping more bad rows (counted in the summary)");
-            out->rows_skipped++;
-            st = GT_OK;
-            continue;
-        }
-        if (st) {
-            gt_fail(err, st, "%s%s", row_err.msg,
-                    st == GT_EFORMAT ? " (or set data.on_bad_row: skip to leave bad rows out, counted)" : "");
-            break;
-        }
-        data_docs_push(out, ids.ids, labels.ids, ids.n, file_index, lineno);
+        if ((st = sink_row(&s, line, n, NULL, where, lineno, err))) break;
     }
     if (rc < 0) st = gt_fail(err, read_err.status, "%s", read_err.msg);
-    token_buf_free(&ids);
-    token_buf_free(&labels);
+    token_buf_free(&s.ids);
+    token_buf_free(&s.labels);
     gzclose(r.gz);
     free(r.buf);
     return st;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages gptoss builds with, when missing. Used by the README's commands.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config git libyaml-dev libjansson-dev zlib1g-dev libpcre2-dev libedit-dev)
+pkgs=(build-essential cmake pkg-config git libyaml-dev libjansson-dev zlib1g-dev libpcre2-dev libedit-dev
+      libsnappy-dev libzstd-dev)
 # The test command also needs clang's libFuzzer and a Python for the HF/PEFT reference tests.
 if [ "${GPTOSS_TEST_DEPS:-0}" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev)
