@@ -213,39 +213,6 @@ static __device__ __forceinline__ void kv_tiles_load(float *ks, float *vs, const
 #define FWD_THREADS 128
 static __host__ __device__ constexpr int fwd_bc(int dp) { return dp > 64 ? 32 : 64; } // keys per tile
 
-// Tensor-core and cp.async primitives (the same ldmatrix / mma wrappers as moe_gemm.cu's).
-static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-static __device__ __forceinline__ void ldsm_x4(uint32_t a, uint32_t *r) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-static __device__ __forceinline__ void ldsm_x4_t(uint32_t a, uint32_t *r) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-// c (16x8 fp32) += a (16x16 bf16, row) b (16x8 bf16, col).
-static __device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, const uint32_t *b) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-// 16 bytes global -> shared, zeros instead when !full.
-static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool full) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(full ? 16 : 0)
-                 : "memory");
-}
-static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-static __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 // Two fp32 values as a bf16 pair (lo in the low half), each rounded to nearest even.
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return (uint32_t)bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16;
@@ -262,8 +229,8 @@ static __device__ __forceinline__ void fwd_kv_load(uint16_t *ks, uint16_t *vs, c
             int r = e / CH, d = e % CH * 8;
             bool in = kb + r <= tB && d < HD;
             size_t off = in ? ((size_t)(kb + r) * KVH + g) * HD + d : 0;
-            cp_async16(smem_addr(ks + r * KP + d), k + off, in);
-            cp_async16(smem_addr(vs + r * KP + d), v + off, in);
+            cp_async16(smem_addr(ks + r * KP + d), k + off, in ? 16 : 0);
+            cp_async16(smem_addr(vs + r * KP + d), v + off, in ? 16 : 0);
         }
     } else {
         for (int e = threadIdx.x; e < BC * DP; e += FWD_THREADS) {
@@ -338,7 +305,7 @@ __global__ void __launch_bounds__(FWD_THREADS)
 #pragma unroll
                 for (int nt = 0; nt < NT; nt += 2) {
                     uint32_t b[4];
-                    ldsm_x4(kaddr + (uint32_t)(nt * 8 * KP + 16 * kk) * 2, b);
+                    ldsm_x4(kaddr + (uint32_t)(nt * 8 * KP + 16 * kk) * 2, b[0], b[1], b[2], b[3]);
                     mma_bf16(s[nt], qa[kk], b);
                     mma_bf16(s[nt + 1], qa[kk], b + 2);
                 }
@@ -381,7 +348,7 @@ __global__ void __launch_bounds__(FWD_THREADS)
 #pragma unroll
                 for (int nd = 0; nd < ND; nd += 2) {
                     uint32_t b[4];
-                    ldsm_x4_t(vaddr + (uint32_t)(16 * kk * KP + 8 * nd) * 2, b);
+                    ldsm_x4_t(vaddr + (uint32_t)(16 * kk * KP + 8 * nd) * 2, b[0], b[1], b[2], b[3]);
                     mma_bf16(o[nd], pa, b);
                     mma_bf16(o[nd + 1], pa, b + 2);
                 }
