@@ -30,7 +30,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 // ---------------------------------------------------------------------------------------------------
 // cli/data.c: the one mapping of a resolved config onto data/'s options, for every command that reads
 // the config's data (data, train). data.path is a file, a directory or a hub dataset in the local cache
-// (its *.jsonl / *.jsonl.gz files whose name holds data.split, sorted); the tokenizer is model.tokenizer,
+// (its *.jsonl / *.jsonl.gz / *.parquet files whose name holds data.split, sorted); the tokenizer is model.tokenizer,
 // else the model directory's tokenizer.json. Prints the problem as "gptoss CMD: ..." and returns 1, or
 // returns 0 with *o pointing into cfg and *owned (free with cli_data_free after the last use of *o).
 struct run_config;

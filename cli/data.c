@@ -27,11 +27,11 @@ static int has_suffix(const char *s, const char *suf) {
 typedef struct path_list {
     char **p;
     int n;
-    int n_parquet;
 } path_list;
 
-// Every *.jsonl / *.jsonl.gz under dir (recursively, hidden entries skipped) whose file name holds split.
-static void find_jsonl(const char *dir, const char *split, path_list *out, int depth) {
+// Every *.jsonl / *.jsonl.gz / *.parquet under dir (recursively, hidden entries skipped) whose file name
+// holds split (a HF dataset snapshot: data/train-00000-of-00001.parquet).
+static void find_data_files(const char *dir, const char *split, path_list *out, int depth) {
     DIR *d = opendir(dir);
     if (!d || depth > 8) {
         if (d) closedir(d);
@@ -42,14 +42,13 @@ static void find_jsonl(const char *dir, const char *split, path_list *out, int d
         if (e->d_name[0] == '.') continue;
         char *p = fs_join(dir, e->d_name);
         if (fs_is_dir(p)) {
-            find_jsonl(p, split, out, depth + 1);
-        } else if ((has_suffix(e->d_name, ".jsonl") || has_suffix(e->d_name, ".jsonl.gz")) &&
+            find_data_files(p, split, out, depth + 1);
+        } else if ((has_suffix(e->d_name, ".jsonl") || has_suffix(e->d_name, ".jsonl.gz") ||
+                    has_suffix(e->d_name, ".parquet")) &&
                    (!split[0] || strstr(e->d_name, split))) {
             out->p = xrealloc(out->p, (size_t)(out->n + 1) * sizeof *out->p);
             out->p[out->n++] = p;
             continue;
-        } else if (has_suffix(e->d_name, ".parquet")) {
-            out->n_parquet++;
         }
         free(p);
     }
@@ -68,14 +67,10 @@ static gt_status resolve_files(const char *name, const char *revision, const cha
         out->p[out->n++] = xstrdup(path);
         return GT_OK;
     }
-    find_jsonl(path, split, out, 0);
+    find_data_files(path, split, out, 0);
     if (out->n == 0)
-        return gt_fail(err, GT_ENOTFOUND,
-                       "%s: no *.jsonl or *.jsonl.gz file%s%s%s in it%s", path, split[0] ? " whose name holds '" : "",
-                       split, split[0] ? "' (data.split)" : "",
-                       out->n_parquet ? "; it has parquet files, which gptoss does not read yet: convert them to "
-                                        "JSONL (pandas.read_parquet(f).to_json(out, orient='records', lines=True, "
-                                        "force_ascii=False))" : "");
+        return gt_fail(err, GT_ENOTFOUND, "%s: no *.jsonl, *.jsonl.gz or *.parquet file%s%s%s in it", path,
+                       split[0] ? " whose name holds '" : "", split, split[0] ? "' (data.split)" : "");
     qsort(out->p, (size_t)out->n, sizeof *out->p, cmp_str);
     return GT_OK;
 }
@@ -107,7 +102,7 @@ int cli_data_resolve(const char *cmd, const run_config *cfg, data_options *o, cl
         char p[4096];
         if (hfcache_resolve(d->val_path, HF_DATASET, d->revision, p, sizeof p, &err) || fs_is_dir(p)) {
             fprintf(stderr, "gptoss %s: data.val_path: %s\n", cmd,
-                    fs_is_dir(p) ? "must be a JSONL or JSONL.gz file, not a directory" : err.msg);
+                    fs_is_dir(p) ? "must be a JSONL, JSONL.gz or parquet file, not a directory" : err.msg);
             cli_data_free(own);
             return 1;
         }

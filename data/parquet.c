@@ -1455,7 +1455,11 @@ static gt_status struct_take(parquet_reader *r, const pq_field *f, int present, 
         int li = f->first_leaf + k;
         json_t *v;
         gt_status st = entry_take(r, li, &v, err);
-        if (st) return st;
+        if (st) {
+            json_decref(*out);
+            *out = NULL;
+            return st;
+        }
         if (present) json_object_set_new(*out, r->leaves[li].key, v ? v : json_null());
     }
     return GT_OK;

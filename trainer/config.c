@@ -117,8 +117,8 @@ static const cfg_key KEYS[] = {
 
     // data
     KEY("data", "path", CFG_STRING, data.path, .def = "HuggingFaceH4/Multilingual-Thinking", .min = 1,
-        .doc = "Training rows: a .jsonl or .jsonl.gz file, or a hub dataset name org/name looked up in the local "
-               "Hugging Face cache. Relative paths are relative to the working directory."),
+        .doc = "Training rows: a .jsonl, .jsonl.gz or .parquet file, or a hub dataset name org/name looked up in "
+               "the local Hugging Face cache. Relative paths are relative to the working directory."),
     KEY("data", "revision", CFG_STRING, data.revision, .def = "main", .min = 1,
         .doc = "Revision of a hub dataset (branch, tag or commit hash). Ignored for a file."),
     KEY("data", "split", CFG_STRING, data.split, .def = "train", .min = 1,
