@@ -255,7 +255,7 @@ typedef struct pq_element {       // SchemaElement
     int num_children;             // -1 when absent
     int converted;                // -1 when absent
     int logical;                  // LogicalType union member, 0 when absent
-    int int_bits, int_signed;     // LT_INTEGER's IntType
+    int int_signed;               // LT_INTEGER's IntType.isSigned
 } pq_element;
 
 typedef struct pq_chunk_meta {    // ColumnChunk + its ColumnMetaData
@@ -290,17 +290,11 @@ static void schema_element_read(tc *c, pq_element *e) {
             int lid = 0, lt;
             while (tc_field(c, &lid, &lt)) {
                 e->logical = lid;
-                if (lid == LT_INTEGER && lt == CT_STRUCT) {
+                if (lid == LT_INTEGER && lt == CT_STRUCT) { // IntType: 1 bitWidth, 2 isSigned
                     int iid = 0, it;
                     while (tc_field(c, &iid, &it)) {
-                        if (iid == 1 && it == CT_BYTE) {
-                            const uint8_t *b = tc_bytes(c, 1);
-                            e->int_bits = b ? (int8_t)*b : 0;
-                        } else if (iid == 2) {
-                            e->int_signed = tc_bool_field(c, it);
-                        } else {
-                            tc_skip(c, it);
-                        }
+                        if (iid == 2) e->int_signed = tc_bool_field(c, it);
+                        else tc_skip(c, it);
                     }
                 } else {
                     tc_skip(c, lt);
@@ -603,6 +597,13 @@ unsupported:
                    unsupported_tail);
 }
 
+// A column or member name becomes a JSON key: it must be valid UTF-8.
+static gt_status name_check(parquet_reader *r, const char *name, gt_error *err) {
+    json_t *probe = json_string(name);
+    json_decref(probe);
+    return probe ? GT_OK : gt_fail(err, GT_EFORMAT, "%s: a column name is not valid UTF-8", r->what);
+}
+
 static gt_status nesting_unsupported(parquet_reader *r, const char *name, const char *what, gt_error *err) {
     return gt_fail(err, GT_EUNSUPPORTED, "%s: column '%s' is %s, a nesting gptoss does not read; %s", r->what, name,
                    what, unsupported_tail);
@@ -621,6 +622,7 @@ static gt_status struct_leaves(parquet_reader *r, const schema_node *nodes, int 
                 return gt_fail(err, GT_EFORMAT, "%s: column '%s' has two members named '%s'", r->what, field, m->name);
         if (m->type < 0 || rep_of(m) == REP_REPEATED)
             return nesting_unsupported(r, field, "a struct holding a list or struct", err);
+        if (name_check(r, m->name, err)) return err->status;
         char *p = xasprintf("%s.%s", path, m->name);
         gt_status st = leaf_add(r, m, p, def + (rep_of(m) == REP_OPTIONAL), rep, err);
         free(p);
@@ -645,8 +647,13 @@ static gt_status field_compile(parquet_reader *r, const schema_node *nodes, int 
     } else if (is_list(e)) {
         // <name> (LIST) { repeated group list { <element> } }: the standard 3-level list.
         const pq_element *rp = nodes[i].n_children == 1 ? &r->els[nodes[i].children[0]] : NULL;
-        if (!rp || rep_of(rp) != REP_REPEATED || rp->type >= 0 || nodes[nodes[i].children[0]].n_children != 1)
-            return nesting_unsupported(r, e->name, "a list in the legacy 2-level encoding", err);
+        // A repeated group named "array" or "<name>_tuple" is itself the element (parquet's backward-
+        // compatibility rules for 2-level lists): refused, as is a repeated primitive.
+        char *tuple = xasprintf("%s_tuple", e->name);
+        int legacy = !rp || rep_of(rp) != REP_REPEATED || rp->type >= 0 || nodes[nodes[i].children[0]].n_children != 1 ||
+                     !strcmp(rp->name, "array") || !strcmp(rp->name, tuple);
+        free(tuple);
+        if (legacy) return nesting_unsupported(r, e->name, "a list in the legacy 2-level encoding", err);
         int ei = nodes[nodes[i].children[0]].children[0];
         const pq_element *el = &r->els[ei];
         if (rep_of(el) == REP_REPEATED) return nesting_unsupported(r, e->name, "a list of repeated elements", err);
@@ -686,9 +693,7 @@ static gt_status schema_compile(parquet_reader *r, gt_error *err) {
         for (int j = 0; j < k && !st; j++)
             if (!strcmp(r->els[nodes[0].children[j]].name, e->name))
                 st = gt_fail(err, GT_EFORMAT, "%s: two columns are named '%s'", r->what, e->name);
-        json_t *probe = st ? NULL : json_string(e->name);
-        if (!st && !probe) st = gt_fail(err, GT_EFORMAT, "%s: a column name is not valid UTF-8", r->what);
-        json_decref(probe);
+        if (!st) st = name_check(r, e->name, err);
         if (!st) st = field_compile(r, nodes, nodes[0].children[k], err);
     }
     for (int i = 0; i < r->n_els; i++) free(nodes[i].children);

@@ -11,8 +11,9 @@
 //   - damaged files: the patched fixtures (a page past its chunk, a SNAPPY / uncompressed size mismatch,
 //     a dictionary index out of range) fail with the file, row group, column, page and the reason;
 //     every truncation of a file, of its data area under an intact footer, and of its footer under a
-//     fixed-up length, and every byte XOR-ed with 0xff or set to 0 or 0x80, must fail cleanly (or, for a
-//     byte inside the text, read): a message naming the file, no crash (ASan/UBSan in CI).
+//     fixed-up length, and every byte XOR-ed with 0xff (for one file also set to 0 and to 0x80), must
+//     fail cleanly (or, for a byte inside the text, read): a message naming the file, no crash
+//     (ASan/UBSan in CI).
 #include "data/data.h"
 
 #include <jansson.h>
@@ -259,7 +260,8 @@ static int damaged_one(const uint8_t *data, size_t len, const char *what, int mu
     return 1;
 }
 
-static void test_damage(const char *name) {
+// modes: 1 = every byte XOR-ed with 0xff; 3 = also set to 0 and to 0x80. data_cuts: also cut the data area.
+static void test_damage(const char *name, int modes, int data_cuts) {
     char *path = fixture(name, ".parquet"), *data;
     size_t len;
     read_bytes(path, &data, &len);
@@ -278,29 +280,29 @@ static void test_damage(const char *name) {
     // 2. the data area cut at every length, the footer kept: the chunks lie past the data
     bad = SIZE_MAX;
     failed = tried = 0;
-    for (size_t k = 4; k < data_end; k++, tried++) {
+    for (size_t k = 4; data_cuts && k < data_end; k++, tried++) {
         memcpy(buf, src, k);
         memcpy(buf + k, src + data_end, len - data_end);
         failed += damaged_one(buf, k + len - data_end, "cut data", 1, &bad);
     }
-    test_report(bad == SIZE_MAX && failed == tried, "%s: all %zu cuts of the data area fail cleanly", name, tried);
-    // 3. the footer cut at every length, its length field set to match: the Thrift reader runs out
+    if (data_cuts)
+        test_report(bad == SIZE_MAX && failed == tried, "%s: all %zu cuts of the data area fail cleanly", name, tried);
+    // 3. the footer cut at every length, its length field set to match: the Thrift reader runs out (a
+    // struct always ends with a stop byte)
     bad = SIZE_MAX;
     failed = tried = 0;
     for (uint32_t j = 1; j < flen; j++, tried++) {
         memcpy(buf, src, data_end + j);
         uint8_t tail[8] = {(uint8_t)j, (uint8_t)(j >> 8), (uint8_t)(j >> 16), (uint8_t)(j >> 24), 'P', 'A', 'R', '1'};
         memcpy(buf + data_end + j, tail, 8);
-        failed += damaged_one(buf, data_end + j + 8, "cut footer", 0, &bad);
+        failed += damaged_one(buf, data_end + j + 8, "cut footer", 1, &bad);
     }
-    test_report(bad == SIZE_MAX && failed > 0, "%s: %zu footer cuts: %zu fail cleanly, the rest read", name, tried,
-                failed);
-    // 4. every byte changed three ways: must not crash; a failure names the file
-    static const int MODES = 3;
+    test_report(bad == SIZE_MAX && failed == tried, "%s: all %zu cuts of the footer fail cleanly", name, tried);
+    // 4. every byte changed: must not crash; a failure names the file
     bad = SIZE_MAX;
     failed = tried = 0;
     for (size_t i = 0; i < len; i++)
-        for (int m = 0; m < MODES; m++, tried++) {
+        for (int m = 0; m < modes; m++, tried++) {
             memcpy(buf, src, len);
             buf[i] = m == 0 ? (uint8_t)~src[i] : m == 1 ? 0 : 0x80;
             if (buf[i] == src[i]) continue;
@@ -324,8 +326,9 @@ int main(void) {
     test_pipeline(tok);
     tokenizer_free(tok);
     test_refusals();
-    test_damage("mt_v1_dict_snappy");
-    test_damage("mt_v2_dict_zstd_pages");
-    test_damage("types_v2_plain_zstd_pages");
+    // Time (ASan, -O0): the changed bytes of the paged file cost most; the fuzz target goes further.
+    test_damage("mt_v1_dict_snappy", 3, 1);
+    test_damage("mt_v2_dict_zstd_pages", 1, 0);
+    test_damage("types_v2_plain_zstd_pages", 1, 1);
     return test_finish("test_parquet");
 }
