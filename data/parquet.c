@@ -686,8 +686,8 @@ static gt_status schema_compile(parquet_reader *r, gt_error *err) {
     gt_status st = GT_OK;
     int end = schema_link(r->els, r->n_els, nodes, 0, 0);
     if (end != r->n_els)
-        st = gt_fail(err, GT_EFORMAT, "%s: footer: the schema's child counts do not describe a tree of its %d elements",
-                     r->what, r->n_els);
+        st = gt_fail(err, GT_EFORMAT, "%s: footer: the schema's child counts do not describe a tree of its %d elements (or it "
+                     "nests deeper than %d)", r->what, r->n_els, PQ_MAX_SCHEMA_DEPTH);
     for (int k = 0; !st && k < nodes[0].n_children; k++) {
         const pq_element *e = &r->els[nodes[0].children[k]];
         for (int j = 0; j < k && !st; j++)
@@ -1211,8 +1211,9 @@ static gt_status dictionary_load(parquet_reader *r, int li, const page_header *h
     gt_status st = page_bytes(r, li, 1, body, (size_t)h->compressed, (size_t)h->uncompressed, &c->dict_buf, &cap, &p,
                               err);
     if (st) return st;
-    // Each value takes at least a bit: more values than that cannot be there.
-    if (h->dict_num_values < 0 || (uint64_t)h->dict_num_values > (uint64_t)h->uncompressed * 8)
+    // Each value takes at least a bit (BOOLEAN) or 4 bytes (the others): more cannot be there.
+    uint64_t most = r->leaves[li].type == PT_BOOLEAN ? (uint64_t)h->uncompressed * 8 : (uint64_t)h->uncompressed / 4;
+    if (h->dict_num_values < 0 || (uint64_t)h->dict_num_values > most)
         return pq_fail(r, err, GT_EFORMAT, li, "a dictionary of %d values in %d bytes", h->dict_num_values,
                        h->uncompressed);
     c->dict = xmalloc((size_t)(h->dict_num_values ? h->dict_num_values : 1) * sizeof *c->dict);

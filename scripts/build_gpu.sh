@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build-gpu -DCMAKE_BUILD_TYPE=Release -DGPTOSS_CUDA=ON -DGPTOSS_STATIC_DEPS=ON \
   -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90"
-ldd build-gpu/gptoss | grep -E "yaml|jansson|pcre|libz|edit" && { echo "a Debian library is still linked shared"; exit 1; }
+ldd build-gpu/gptoss | grep -E "yaml|jansson|pcre|libz|edit|snappy|zstd" && { echo "a Debian library is still linked shared"; exit 1; }
 rm -rf build-gpu-bundle
 mkdir -p build-gpu-bundle/tests
 cp build-gpu/gptoss build-gpu-bundle/
