@@ -1,6 +1,7 @@
 // data/parquet.c against pyarrow (tests/ref/make_parquet_fixture.py wrote tests/fixtures/parquet/):
-//   - every mt_*.parquet (Multilingual-Thinking's schema in 8 variants: data page V1/V2, dictionary
-//     on/off/falling back, UNCOMPRESSED/SNAPPY/GZIP/ZSTD, one page or many pages and row groups) gives,
+//   - every mt_*.parquet (Multilingual-Thinking's schema in 9 variants: data page V1/V2, dictionary
+//     on/off/falling back, RLE_DICTIONARY and (format 1.0) PLAIN_DICTIONARY pages, UNCOMPRESSED/SNAPPY/
+//     GZIP/ZSTD, one page or many pages and row groups) gives,
 //     row by row, exactly (json_equal) the objects pyarrow reads (mt_rows.jsonl); types_*.parquet the
 //     same for INT32/INT64/FLOAT/DOUBLE/BOOLEAN, unsigned and 8-bit annotations, a required column,
 //     list<string>, list<int64>, a struct (types_rows.jsonl);
@@ -26,6 +27,7 @@ static const char *TOKENIZER = "tests/fixtures/tokenizer/tokenizer.json";
 static const char *const MT_FILES[] = {
     "mt_v1_plain_none", "mt_v1_dict_snappy", "mt_v1_dict_gzip_pages", "mt_v1_fallback_snappy_pages",
     "mt_v2_dict_zstd_pages", "mt_v2_plain_gzip_pages", "mt_v2_plain_none", "mt_v2_dict_snappy",
+    "mt_format1_dict_snappy",
 };
 static const char *const TYPES_FILES[] = {"types_v1_dict_snappy", "types_v2_plain_zstd_pages"};
 

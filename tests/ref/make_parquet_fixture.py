@@ -7,7 +7,8 @@ Writes tests/fixtures/parquet/ with pyarrow:
                     thinking>>), rows in several languages with a null string, a null "thinking" on the
                     system/user messages (as the dataset has), an empty messages list, a null messages
                     list and a null element inside one; written once per combination of data page V1/V2,
-                    dictionary on/off (and one that falls back from dictionary to PLAIN mid-column),
+                    dictionary on/off (and one that falls back from dictionary to PLAIN mid-column, and
+                    one in format version 1.0, whose pages say PLAIN_DICTIONARY),
                     UNCOMPRESSED/SNAPPY/GZIP/ZSTD, one page and row group or many small ones.
   mt_rows.jsonl     what pyarrow reads back from every mt_*.parquet (Table.to_pylist(), one JSON object
                     a line): the expected rows.
@@ -89,6 +90,7 @@ def write_jsonl(path, table):
 MT_VARIANTS = [
     ("mt_v1_plain_none", "1.0", False, "none", False),
     ("mt_v1_dict_snappy", "1.0", True, "snappy", False),  # what HF's datasets writes by default
+    ("mt_format1_dict_snappy", "1.0", True, "snappy", False),  # format version 1.0: PLAIN_DICTIONARY pages
     ("mt_v1_dict_gzip_pages", "1.0", True, "gzip", True),
     ("mt_v1_fallback_snappy_pages", "1.0", "fallback", "snappy", True),
     ("mt_v2_dict_zstd_pages", "2.0", True, "zstd", True),
@@ -106,6 +108,8 @@ def write_variant(path, table, page_version, dictionary, compression, small):
         # boundaries, also inside one row's messages list (no statistics: they would double the size; the
         # other files have them, and the reader skips them).
         kw.update(data_page_size=64, write_batch_size=2, row_group_size=3, write_statistics=False)
+    if os.path.basename(path).startswith("mt_format1"):
+        kw.update(version="1.0")
     if dictionary == "fallback":
         kw.update(dictionary_pagesize_limit=48)  # the dictionary fills up: later pages are PLAIN
     pq.write_table(table, path, **kw)
