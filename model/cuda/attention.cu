@@ -404,7 +404,10 @@ __global__ void __launch_bounds__(FWD_THREADS, DP > 64 ? 1 : 3)
 // and at the end stores dk = scale dK and dv = dV for its keys. Each output element has one owner (a lane of
 // one warp) that adds the tiles in item order: deterministic, no atomics. Warps skip tiles none of their
 // keys sees (the block still loads them for the others); blocks run longest first (first keys of a causal
-// layer). No split of a key block's items: the longest block (key 0 of the causal layer) walks every item.
+// layer). No split of a key block's items: the longest block (key 0 of the causal layer) walks every item
+// (256 tiles at T 2048, group 8, against 132 on average: with 251 registers, 2 blocks per SM, the causal
+// call is bound by that walk; H200 1.57 ms causal, 0.176 ms window 128). Splitting the items among warp
+// groups with a fixed-order reduction (as the fp32 kernel before did) is the next step.
 // Precision: q, k, v are bf16 already (exact products). dout is fp32: it is split into bf16 hi + lo
 // (lo = bf16(dout - hi): relative error <= 2^-16) for dP, where ds = p (dp - Dt) cancels; dV uses hi alone
 // (<= 2^-8 relative per term) and rounds each p to bf16 (<= 2^-8); dK rounds each ds to bf16 (<= 2^-8).
