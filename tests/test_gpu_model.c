@@ -12,8 +12,13 @@
 //      two forward losses; and a third batch beyond the workspace's staging slots does wait (the guard).
 // Both models' bf16-stored weights are rounded to bf16 for the CPU too, so the remaining difference is
 // the GPU's bf16 activations (each stored activation rounded once: 2^-9 relative per element, compounded
-// over the layers and through the residual stream). Tolerances: loss 5e-3 relative (the issue asks eval
-// losses to agree to 1e-2), LoRA gradients 3e-2 norm-wise per tensor.
+// over the layers and through the residual stream), and the attention backward's tensor-core operands
+// (P, dS and dO's high half rounded to bf16: 2^-8 relative per factor, tests/test_gpu_attention.c's budget).
+// Tolerances: loss 5e-3 relative (the issue asks eval losses to agree to 1e-2); LoRA gradients 5e-2
+// norm-wise per tensor. Measured on the H200: worst 2.35e-2 with bf16 activations and the fp32 attention
+// backward, 3.06e-2 with the tensor-core backward (layer 0 q_proj.lora_A, whose gradient passes through
+// both layers' attention backward). The op tests hold each kernel to its own tighter budget; here a wrong
+// index or a missing term shows up as O(1).
 #include "core/core.h"
 
 #if !GPTOSS_HAVE_CUDA
@@ -92,7 +97,7 @@ static void test_tiny(void) {
     check_close("tiny: per-token loss", gtok, ctok, T, 5e-3);
     for (int i = 0; i < la.n_segs; i++) {
         const lora_segment *sg = &la.segs[i];
-        check_close(sg->name, ggrad + sg->offset, la.grads + sg->offset, sg->n, 3e-2);
+        check_close(sg->name, ggrad + sg->offset, la.grads + sg->offset, sg->n, 5e-2);
     }
     model_ws_free(ws);
     model_cuda_ws_free(cw);
