@@ -103,10 +103,9 @@ void cuda_lora_forward(float *y, float *z, const uint16_t *x, const lora_pair *p
                        float scale);
 void cuda_lora_backward(float *dx, float *dz, const float *dy, const uint16_t *x, const float *z, const lora_pair *p,
                         int M, int in, int out, int R, float scale);
-// The funnel's kernels on one plain fp32 matrix W (N, K) with N small (the router's shapes, N = E), fp32
-// arithmetic in a fixed order: z (M, N) = x W^T with x (M, K) bf16 (overwritten); y (M, K) += z (M, N) W.
+// The funnel's z = x P^T kernel on one plain fp32 matrix W (N, K) with N small (the router's logits, N = E),
+// fp32 arithmetic in a fixed order: z (M, N) = x W^T with x (M, K) bf16 (overwritten).
 void cuda_narrow_xwt(float *z, const uint16_t *x, const float *W, int M, int K, int N);
-void cuda_narrow_zw_add(float *y, const float *z, const float *W, int M, int N, int K);
 
 // ---------------------------------------------------------------------------------------------------
 // loss.cu (model/cpu/loss.c): LM head + cross-entropy over V in chunks of CUDA_CE_CHUNK logits.

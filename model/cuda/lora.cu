@@ -414,17 +414,10 @@ extern "C" void cuda_lora_experts_backward(float *dx, float *dz, const float *dy
     funnel_backward(dx, dz, dy, x, xrow, z, rows_experts(pairs, off, S, E), in, out, R, scale);
 }
 
-// The same kernels on one plain fp32 matrix W (N, K), N small (the router: N = E).
+// The same lora_dot on one plain fp32 matrix W (N, K), N small (the router: N = E).
 extern "C" void cuda_narrow_xwt(float *z, const uint16_t *x, const float *W, int M, int K, int N) {
     lora_pair p;
     memset(&p, 0, sizeof p);
     p.A = (float *)W;
     lora_dot(z, x, K, NULL, rows_dense(&p, M), LW_A, K, 1, K, N, 1.0f);
-}
-
-extern "C" void cuda_narrow_zw_add(float *y, const float *z, const float *W, int M, int N, int K) {
-    lora_pair p;
-    memset(&p, 0, sizeof p);
-    p.A = (float *)W;
-    lora_out(y, K, z, rows_dense(&p, M), LW_A, 1, K, K, N, 1.0f);
 }
