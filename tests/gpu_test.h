@@ -92,17 +92,21 @@ static inline float *rand_vec(uint64_t *s, size_t n, float scale) {
     return p;
 }
 
-// bf16 device buffers: poisoned with 0xffff (a bf16 NaN), and read back as floats.
+// bf16 device buffers: poisoned with 0xffff (a bf16 NaN), read back as bits or as floats.
 static inline uint16_t *gpu_poison_bf16(size_t n) {
     uint16_t *d = (uint16_t *)cuda_malloc((n ? n : 1) * sizeof(uint16_t));
     cuda_memset(d, 0xff, n * sizeof(uint16_t));
     return d;
 }
-static inline float *gpu_get_bf16(const uint16_t *d, size_t n) {
+static inline uint16_t *gpu_get_bits(const uint16_t *d, size_t n) {
     uint16_t *h = (uint16_t *)xmalloc((n ? n : 1) * sizeof(uint16_t));
-    float *f = (float *)xmalloc((n ? n : 1) * sizeof(float));
     cuda_sync();
     cuda_d2h(h, d, n * sizeof(uint16_t));
+    return h;
+}
+static inline float *gpu_get_bf16(const uint16_t *d, size_t n) {
+    uint16_t *h = gpu_get_bits(d, n);
+    float *f = (float *)xmalloc((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(h[i]);
     free(h);
     return f;

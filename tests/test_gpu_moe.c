@@ -29,14 +29,6 @@ static uint64_t g_seed = 20261123;
 
 #define BF16_U 0x1p-9 // one bf16 rounding, norm-wise (see the top)
 
-// bf16 bits of a device buffer (n elements).
-static uint16_t *gpu_get_bits(const uint16_t *d, size_t n) {
-    uint16_t *h = xmalloc((n ? n : 1) * sizeof(uint16_t));
-    cuda_sync();
-    cuda_d2h(h, d, n * sizeof(uint16_t));
-    return h;
-}
-
 // Elements whose bits differ from bf16 of ref.
 static size_t count_bits_off(const uint16_t *got, const float *ref, size_t n) {
     size_t bad = 0;

@@ -149,13 +149,6 @@ static void check_bits(const char *what, const void *got, const void *ref, size_
     check_true(w, i == n);
 }
 
-static uint16_t *gpu_get_bits(const uint16_t *d, size_t n) {
-    uint16_t *h = xmalloc((n ? n : 1) * sizeof(uint16_t));
-    cuda_sync();
-    cuda_d2h(h, d, n * sizeof(uint16_t));
-    return h;
-}
-
 // ---------------------------------------------------------------------------------------------------
 static void test_elementwise(void) {
     // cuda_cast_bf16 on random finite fp32 patterns (subnormals included) and on exact ties (low half
